@@ -1,0 +1,252 @@
+"""The ``bench`` command line: argument parsing and user-facing output only; work happens elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import PRESETS, deep_merge, load_preset, read_yaml
+from bench.errors import BenchError
+from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_writable, default_tracking_uri
+from datasets import DataRequest, DatasetError, check_dataset, load_dataset
+
+EXIT_USAGE = 2
+SUMMARY_METRICS = (
+    "knn.test.accuracy",
+    "knn.test.balanced_accuracy",
+    "linear.test.accuracy",
+    "linear.test.balanced_accuracy",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="FG-SSL vs SimCLR, BYOL and Barlow Twins, reproducibly.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    _add_data_parser(sub)
+    _add_ui_parser(sub)
+    return parser
+
+
+def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
+    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+
+
+def _add_run_parser(sub) -> None:
+    run = sub.add_parser("run", help="pretrain and evaluate every combination of the sweep axes")
+    run.add_argument("--methods", nargs="+", help="simclr byol barlow fgssl, 'all', or the reference random_init")
+    run.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", help="synthetic (default), isic2017, ...")
+    run.add_argument("--batch-sizes", nargs="+", type=int, help="one run per batch size")
+    run.add_argument("--seeds", nargs="+", type=int, help="one run per seed")
+    run.add_argument("--preset", default="cpu", choices=PRESETS, help="base configuration (default: cpu)")
+    run.add_argument("--config", help="YAML file with config sections and sweep axes (overrides the preset)")
+    run.add_argument("--data-root", help="folder with the dataset in its official layout")
+    run.add_argument("--task", help="dataset task, e.g. 3class, melanoma or sk for isic2017")
+    run.add_argument("--cache-dir", help="where decoded images are cached")
+    run.add_argument("--epochs", type=int, help="SSL pretraining epochs")
+    run.add_argument("--image-size", type=int, help="square input size in pixels")
+    run.add_argument("--lr", type=float, help="base learning rate for every method")
+    run.add_argument("--jigsaw-grids", help="FG-SSL tiles per side for levels 1-3, finest first, e.g. 8,4,2")
+    run.add_argument("--eval", help="comma-separated protocols: knn,linear")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default: auto)")
+    run.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. optim.weight_decay=1e-4"
+    )
+    run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
+    _add_tracking_args(run)
+    run.set_defaults(handler=_run)
+
+
+def _add_data_parser(sub) -> None:
+    data = sub.add_parser("data", help="check, prepare (decode once) or download a dataset")
+    actions = data.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("check", "validate files and labels; print split sizes and class counts"),
+        ("prepare", "decode and cache every split ahead of training"),
+    ):
+        parser = actions.add_parser(action, help=text)
+        parser.add_argument("name", help="dataset name: synthetic, isic2017, isic2018, aptos2019")
+        parser.add_argument("--root", help="folder with the dataset in its official layout")
+        parser.add_argument("--task", help="dataset task (default: the dataset's first)")
+        parser.add_argument("--size", type=int, default=64, help="decoded image size in pixels (default 64)")
+        parser.add_argument("--cache-dir", help="where decoded images are cached")
+        parser.set_defaults(handler=_data_check if action == "check" else _data_prepare)
+    download = actions.add_parser("download", help="fetch the official archives (resumable, verified)")
+    download.add_argument("name", help="isic2017 or isic2018 (aptos2019 explains the Kaggle step)")
+    download.add_argument("--root", required=True, help="folder to unpack the official layout into")
+    download.add_argument("--base-url", help="mirror of the official archive host")
+    download.set_defaults(handler=_data_download)
+
+
+def _add_ui_parser(sub) -> None:
+    ui = sub.add_parser("ui", help="open the MLflow UI on the harness's store")
+    ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
+    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.set_defaults(handler=_ui)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The config tree implied by CLI flags (only the flags the user gave)."""
+    tree: dict[str, Any] = {}
+    flags = {
+        "methods": ("methods",),
+        "datasets": ("datasets",),
+        "batch_sizes": ("batch_sizes",),
+        "seeds": ("seeds",),
+        "data_root": ("data", "root"),
+        "task": ("data", "task"),
+        "cache_dir": ("data", "cache_dir"),
+        "epochs": ("train", "epochs"),
+        "image_size": ("data", "image_size"),
+        "lr": ("optim", "lr"),
+        "device": ("device",),
+    }
+    for attr, path in flags.items():
+        value = getattr(args, attr)
+        if value is not None:
+            _set_path(tree, path, _split_commas(value) if attr == "methods" or attr == "datasets" else value)
+    if args.jigsaw_grids:
+        _set_path(tree, ("method_options", "fgssl", "grids"), _int_list(args.jigsaw_grids, "--jigsaw-grids"))
+    if args.eval:
+        _set_path(tree, ("eval", "protocols"), args.eval.split(","))
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--set expects KEY=VALUE, got {item!r}")
+        _set_path(tree, tuple(key.split(".")), yaml.safe_load(raw))
+    return tree
+
+
+def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
+    tree = load_preset(args.preset)
+    if args.config:
+        tree = deep_merge(tree, read_yaml(args.config))
+    return deep_merge(tree, cli_overrides(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.run import execute
+    from bench.sweep import expand
+
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    check_writable(tracker.uri)
+    configs = expand(resolve_tree(args))
+    print(f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}", file=sys.stderr)
+    outcomes = [execute(config, tracker, progress=not args.no_progress) for config in configs]
+    _print_summary(outcomes)
+    print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
+    return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
+
+
+def _print_summary(outcomes) -> None:
+    header = ["run", "status", "minutes", *SUMMARY_METRICS]
+    rows = [
+        [
+            o.name,
+            o.status,
+            f"{o.seconds / 60:.1f}",
+            *(f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in SUMMARY_METRICS),
+        ]
+        for o in outcomes
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    for o in outcomes:
+        if o.failure:
+            print(f"{o.name} failed: {o.failure}")
+
+
+def _data_request(args: argparse.Namespace) -> DataRequest:
+    return DataRequest(
+        image_size=args.size,
+        root=Path(args.root) if args.root else None,
+        task=args.task,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    try:
+        report = check_dataset(args.name, _data_request(args))
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    print(report.format())
+    return 0 if report.ok else EXIT_USAGE
+
+
+def _data_prepare(args: argparse.Namespace) -> int:
+    try:
+        dataset = load_dataset(args.name, _data_request(args))
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits().items())
+    print(f"{dataset.name} ({dataset.task}) decoded at {dataset.image_size} px: {sizes}")
+    return 0
+
+
+def _data_download(args: argparse.Namespace) -> int:
+    from datasets.download import download_dataset
+
+    try:
+        summary = download_dataset(args.name, Path(args.root), base_url=args.base_url)
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    print(summary)
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_tracking_uri()
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+    ]
+    return subprocess.call(command)
+
+
+def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for key in path[:-1]:
+        tree = tree.setdefault(key, {})
+    tree[path[-1]] = value
+
+
+def _split_commas(values: list[str]) -> list[str]:
+    return [part for value in values for part in value.split(",") if part]
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise BenchError(f"{flag} expects comma-separated integers, got {text!r}") from None

@@ -1,0 +1,277 @@
+"""Typed run configuration, presets as data, and the config hash that identifies a run.
+
+Resolution order, later wins: dataclass defaults < preset YAML < ``--config`` file < CLI flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import BenchError
+from datasets import DatasetError, get_dataset_spec
+from methods import get_method
+from methods.backbones import BACKBONES, STEMS
+from methods.base import build_config
+from methods.jigsaw import check_grid
+
+PRESET_DIR = Path(__file__).with_name("presets")
+PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+DEVICES = ("auto", "cpu", "cuda")
+EVAL_PROTOCOLS = ("knn", "linear")
+OPTIMIZERS = ("sgd", "adamw")
+REFERENCE_METHODS = ("random_init",)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "synthetic"
+    task: str | None = None
+    image_size: int = 64
+    split_seed: int = 0
+    synthetic_sizes: tuple[int, int, int] = (1024, 256, 256)
+    root: str | None = None
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "resnet18"
+    stem: str = "imagenet"
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    protocols: tuple[str, ...] = EVAL_PROTOCOLS
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines one run's result, plus where it runs (not part of the hash)."""
+
+    method: str
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    method_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of what determines the result; paths and the device are left out so the same
+        experiment on another machine or disk layout has the same identity."""
+        content = self.to_dict()
+        content.pop("device")
+        content["data"].pop("root")
+        content["data"].pop("cache_dir")
+        canonical = json.dumps(content, sort_keys=True, default=list)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """``section.key`` -> value strings, for MLflow params (same names for every method)."""
+        flat: dict[str, str] = {"method": self.method, "device": self.device}
+        for section in ("data", "model", "optim", "train", "eval"):
+            for key, value in dataclasses.asdict(getattr(self, section)).items():
+                flat[f"{section}.{key}"] = _param_text(value)
+        for key, value in self.method_options.items():
+            flat[f"method.{key}"] = _param_text(value)
+        return flat
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """The axes a ``bench run`` expands into runs (their cross product), over one base config."""
+
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    batch_sizes: tuple[int, ...]
+    seeds: tuple[int, ...]
+    base: dict[str, Any]
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise BenchError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}")
+    return read_yaml(PRESET_DIR / f"{name}.yaml")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning syntax errors into a message with the file and line."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise BenchError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        content = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise BenchError(f"malformed YAML in {path}{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(content, dict):
+        raise BenchError(f"config file {path} must hold a mapping of sections, got {type(content).__name__}")
+    return content
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+_SWEEP_KEYS = ("methods", "datasets", "batch_sizes", "seeds")
+_OTHER_KEYS = ("method_options", "method_optim", "device")
+
+
+def build_run_config(tree: dict[str, Any], method: str, dataset: str, batch_size: int, seed: int) -> RunConfig:
+    """One run's typed config from the merged tree and its point in the sweep."""
+    unknown = sorted(set(tree) - set(_SECTIONS) - set(_SWEEP_KEYS) - set(_OTHER_KEYS))
+    if unknown:
+        valid = ", ".join([*_SECTIONS, *_SWEEP_KEYS, *_OTHER_KEYS])
+        raise BenchError(f"unknown config section(s) {', '.join(unknown)}; valid: {valid}")
+    point = {"data": {"name": dataset}, "train": {"batch_size": batch_size, "seed": seed}}
+    optim_override = (tree.get("method_optim") or {}).get(method, {})
+    tree = deep_merge(tree, deep_merge(point, {"optim": optim_override}))
+    sections = {name: _build_section(name, cls, tree.get(name) or {}) for name, cls in _SECTIONS.items()}
+    options = resolve_method_options(method, dataset, (tree.get("method_options") or {}).get(method, {}))
+    config = RunConfig(method=method, method_options=options, device=tree.get("device", "auto"), **sections)
+    validate(config)
+    return config
+
+
+def resolve_method_options(method: str, dataset: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The method's full typed options (defaults filled in), so params and hash show every value.
+
+    FG-SSL's jigsaw grids default to the dataset's grids from the paper (same tile-to-image ratio).
+    """
+    if method in REFERENCE_METHODS:
+        if options:
+            raise BenchError(f"reference {method!r} takes no method options, got {', '.join(options)}")
+        return {}
+    try:
+        cls = get_method(method)
+        hints = typing.get_type_hints(cls.config_class)
+        options = {
+            k: coerce(f"method_options.{method}.{k}", v, hints[k]) if k in hints else v for k, v in options.items()
+        }
+        if method == "fgssl" and "grids" not in options:
+            options = {**options, "grids": get_dataset_spec(dataset).paper_grids}
+        return dataclasses.asdict(build_config(cls.config_class, options, method))
+    except (ValueError, TypeError, DatasetError) as exc:
+        raise BenchError(str(exc)) from None
+
+
+def validate(config: RunConfig) -> None:
+    """Checks that need no data: ranges, names, and jigsaw grids against the image size."""
+    checks = [
+        (config.device in DEVICES, f"unknown device {config.device!r}; valid: {', '.join(DEVICES)}"),
+        (config.optim.name in OPTIMIZERS, f"unknown optimizer {config.optim.name!r}; valid: {', '.join(OPTIMIZERS)}"),
+        (config.optim.lr > 0, f"learning rate must be > 0, got {config.optim.lr}"),
+        (config.train.batch_size >= 2, f"batch size must be at least 2, got {config.train.batch_size}"),
+        (config.train.epochs >= 1, f"epochs must be at least 1, got {config.train.epochs}"),
+        (config.data.image_size >= 16, f"image size must be at least 16 px, got {config.data.image_size}"),
+        (
+            config.model.backbone in BACKBONES,
+            f"unknown backbone {config.model.backbone!r}; valid: {', '.join(BACKBONES)}",
+        ),
+        (config.model.stem in STEMS, f"unknown stem {config.model.stem!r}; valid: {', '.join(STEMS)}"),
+        (config.eval.knn_k >= 1, f"knn_k must be at least 1, got {config.eval.knn_k}"),
+    ]
+    bad_protocols = sorted(set(config.eval.protocols) - set(EVAL_PROTOCOLS))
+    checks.append(
+        (not bad_protocols, f"unknown eval protocol(s) {', '.join(bad_protocols)}; valid: {', '.join(EVAL_PROTOCOLS)}")
+    )
+    for ok, message in checks:
+        if not ok:
+            raise BenchError(message)
+    for grid in config.method_options.get("grids", ()):
+        try:
+            check_grid((config.data.image_size, config.data.image_size), grid)
+        except ValueError as exc:
+            raise BenchError(f"{exc} (set method_options.fgssl.grids or --jigsaw-grids)") from None
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
+    if not isinstance(values, dict):
+        raise BenchError(f"config section {name!r} must be a mapping, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise BenchError(f"unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; valid: {', '.join(fields)}")
+    hints = typing.get_type_hints(cls)
+    coerced = {key: coerce(f"{name}.{key}", value, hints[key]) for key, value in values.items()}
+    return cls(**coerced)
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Bring a YAML or CLI value to the field's type (YAML reads ``1e-3`` as a string), or say what is wrong."""
+    if value is None:
+        if type(None) in typing.get_args(hint):
+            return None
+        raise BenchError(f"{key} must not be empty")
+    is_union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    base = next(t for t in typing.get_args(hint) if t is not type(None)) if is_union else hint
+    origin = typing.get_origin(base)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        item = typing.get_args(base)[0]
+        return tuple(coerce(key, v, item) for v in value)
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if base is int:
+            number = float(value)
+            if number != int(number):
+                raise ValueError
+            return int(number)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise BenchError(f"{key} expects {getattr(base, '__name__', base)}, got {value!r}") from None
+    return value
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)

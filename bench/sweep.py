@@ -1,0 +1,51 @@
+"""Expand the sweep axes (methods x datasets x batch sizes x seeds) into validated run configs."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from bench.config import REFERENCE_METHODS, RunConfig, build_run_config
+from bench.errors import BenchError
+from bench.run import check_fits_data
+from datasets import DATASETS
+from methods import METHODS
+
+
+def expand_methods(names: list[str]) -> list[str]:
+    """``all`` means every SSL method; references (``random_init``) are asked for by name."""
+    expanded: list[str] = []
+    for name in names:
+        for item in METHODS if name == "all" else [name]:
+            if item not in METHODS and item not in REFERENCE_METHODS:
+                valid = ", ".join(["all", *METHODS, *REFERENCE_METHODS])
+                raise BenchError(f"unknown method {item!r}; valid names: {valid}")
+            if item not in expanded:
+                expanded.append(item)
+    return expanded
+
+
+def expand(tree: dict[str, Any]) -> list[RunConfig]:
+    """All runs of a sweep, validated up front so that a bad value fails before anything is logged."""
+    methods = expand_methods(list(_axis(tree, "methods", ["all"])))
+    datasets = list(_axis(tree, "datasets", [(tree.get("data") or {}).get("name", "synthetic")]))
+    for name in datasets:
+        if name not in DATASETS:
+            raise BenchError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    train = tree.get("train") or {}
+    batch_sizes = [int(b) for b in _axis(tree, "batch_sizes", [train.get("batch_size", 64)])]
+    seeds = [int(s) for s in _axis(tree, "seeds", [train.get("seed", 0)])]
+    configs = [
+        build_run_config(tree, method, dataset, batch_size, seed)
+        for dataset, batch_size, seed, method in itertools.product(datasets, batch_sizes, seeds, methods)
+    ]
+    for config in configs:
+        check_fits_data(config)
+    return configs
+
+
+def _axis(tree: dict[str, Any], key: str, default: list) -> list:
+    values = tree.get(key, default)
+    if not isinstance(values, (list, tuple)) or not values:
+        raise BenchError(f"sweep axis {key!r} must be a non-empty list, got {values!r}")
+    return list(values)

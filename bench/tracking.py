@@ -1,0 +1,136 @@
+"""MLflow tracking: a local SQLite store by default, any tracking URI (server, database) on request.
+
+Uses ``MlflowClient`` directly rather than MLflow's global active run, so several runs in one
+process (a sweep) never leak state into each other.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import mlflow
+import numpy
+import torch
+import torchvision
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from bench.errors import BenchError
+
+DEFAULT_STORE_DIR = Path("mlruns")
+DEFAULT_EXPERIMENT = "fgssl-bench"
+_BATCH = 100  # MLflow's log_batch accepts at most 100 params per call
+
+
+def default_tracking_uri() -> str:
+    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def local_store_dir(uri: str) -> Path | None:
+    """The directory a local store writes to, or None for a remote server."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        return Path(uri.removeprefix("sqlite:///")).parent
+    if parsed.scheme in ("", "file"):
+        return Path(parsed.path if parsed.scheme else uri)
+    return None
+
+
+def check_writable(uri: str) -> None:
+    """Fail before any training when a local store could not be written; creates nothing."""
+    directory = local_store_dir(uri)
+    if directory is None:
+        return
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"tracking directory {directory} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise BenchError(f"tracking directory {directory} is not writable")
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """An MLflow store and experiment that runs are logged to."""
+
+    uri: str
+    experiment: str
+
+    @property
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri)
+
+    def experiment_id(self) -> str:
+        directory = local_store_dir(self.uri)
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+        client = self.client
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        location = (directory / "artifacts").resolve().as_uri() if directory else None
+        return client.create_experiment(self.experiment, artifact_location=location)
+
+    def start_run(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
+        client = self.client
+        run = client.create_run(self.experiment_id(), run_name=name, tags=tags)
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
+        timestamp = _now_ms()
+        metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), folder)
+
+    def finish(self, run_id: str, status: str) -> None:
+        self.client.set_terminated(run_id, status)
+
+
+def environment_tags() -> dict[str, str]:
+    """Where and with what a run was made: harness commit and the versions that change numbers."""
+    return {
+        "git_commit": harness_commit(),
+        "mlflow.source.git.commit": harness_commit(),
+        "version.python": sys.version.split()[0],
+        "version.torch": torch.__version__,
+        "version.torchvision": torchvision.__version__,
+        "version.numpy": numpy.__version__,
+        "version.mlflow": mlflow.__version__,
+        "host.platform": platform.platform(),
+        "host.cpus": str(os.cpu_count()),
+    }
+
+
+def harness_commit() -> str:
+    """The harness's own git commit (``-dirty`` with local changes), or ``unknown`` outside a checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,117 @@
+"""Checking a dataset end to end and reporting every problem at once, each naming its file or row.
+
+The same pass builds the decoded cache, so ``check`` followed by ``load`` decodes each image once,
+and a split with a valid cache is known to decode without reading its images again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datasets.cache import DecodeFailures, cached_images
+from datasets.decode import decode_all
+from datasets.plan import DatasetPlan, SplitPlan
+from datasets.request import DataRequest
+
+# How many ids a message lists before summarising the rest.
+SHOWN_IDS = 5
+
+
+@dataclass
+class CheckReport:
+    """Split sizes and class counts of what was read, and every problem found."""
+
+    dataset: str
+    task: str
+    class_names: tuple[str, ...]
+    class_counts: dict[str, list[int]]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {split: sum(counts) for split, counts in self.class_counts.items()}
+
+    def format(self) -> str:
+        """A table of split sizes and class counts, then the problems (or that there are none)."""
+        header = ["split", "total", *self.class_names]
+        table = [header] + [[split, str(sum(counts)), *map(str, counts)] for split, counts in self.class_counts.items()]
+        widths = [max(len(row[col]) for row in table) for col in range(len(header))]
+        lines = [f"{self.dataset} (task {self.task})"]
+        for row in table:
+            cells = [cell.rjust(width) for cell, width in zip(row, widths, strict=True)]
+            cells[0] = row[0].ljust(widths[0])
+            lines.append("  ".join(cells).rstrip())
+        if self.ok:
+            lines.append("no problems found")
+        else:
+            lines.append(f"{len(self.problems)} problem(s):")
+            lines.extend(f"- {problem}" for problem in self.problems)
+        return "\n".join(lines)
+
+
+def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckReport, dict[str, np.ndarray]]:
+    """Check ``plan``'s files and images; returns the report and the decoded images of sound splits."""
+    problems = list(plan.problems) + _shared_ids(plan)
+    images = {}
+    for name, split in plan.splits.items():
+        if not split.ids:
+            problems.append(f"split {name!r} is empty (no labelled rows from {split.source})")
+            continue
+        missing = _missing_ids(split)
+        if missing:
+            problems.append(_missing_message(name, split, missing))
+            present = [path for path in split.paths if path.is_file()]
+            failures = decode_all(present, request.image_size, desc=f"checking {plan.name} {name}") if present else []
+        else:
+            try:
+                images[name] = cached_images(plan.name, name, split.paths, request.image_size, request.cache_dir)
+                failures = []
+            except DecodeFailures as error:
+                failures = error.failures
+        problems.extend(f"unreadable or truncated image {failure}" for failure in failures)
+    counts = {
+        name: np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(plan.class_names)).tolist()
+        for name, split in plan.splits.items()
+    }
+    return CheckReport(plan.name, plan.task, plan.class_names, counts, problems), images
+
+
+def _missing_ids(split: SplitPlan) -> list[str]:
+    try:
+        present = set(os.listdir(split.image_dir))
+    except OSError:
+        present = set()
+    return [image_id for image_id in split.ids if f"{image_id}{split.suffix}" not in present]
+
+
+def _missing_message(name: str, split: SplitPlan, missing: list[str]) -> str:
+    where = split.image_dir if split.image_dir.is_dir() else f"{split.image_dir} (folder not found)"
+    return (
+        f"split {name!r}: {len(missing)} of {len(split.ids)} image files listed in {split.source} are missing "
+        f"from {where}: {some_ids(missing)}"
+    )
+
+
+def _shared_ids(plan: DatasetPlan) -> list[str]:
+    """Ids in more than one split: the same image on both sides of an evaluation is a leak."""
+    problems = []
+    names = list(plan.splits)
+    for position, first in enumerate(names):
+        for second in names[position + 1 :]:
+            shared = sorted(set(plan.splits[first].ids) & set(plan.splits[second].ids))
+            if shared:
+                problems.append(f"{len(shared)} duplicate id(s) in both {first!r} and {second!r}: {some_ids(shared)}")
+    return problems
+
+
+def some_ids(ids: list[str]) -> str:
+    """The first few ids, then how many more: enough to find the rows without flooding the screen."""
+    more = len(ids) - SHOWN_IDS
+    return ", ".join(ids[:SHOWN_IDS]) + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,28 @@
+"""The two entry points every reader shares: a plan becomes a ``CheckReport`` or a ``Dataset``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datasets.base import Dataset, DatasetError, ImageSplit
+from datasets.check import CheckReport, check_and_decode
+from datasets.plan import DatasetPlan
+from datasets.request import DataRequest
+
+
+def check_plan(plan: DatasetPlan, request: DataRequest) -> CheckReport:
+    """Every problem with the dataset, collected; never raises for problems in the data."""
+    return check_and_decode(plan, request)[0]
+
+
+def load_plan(plan: DatasetPlan, request: DataRequest) -> Dataset:
+    """The dataset, or ``DatasetError`` carrying the same text ``check`` would print."""
+    report, images = check_and_decode(plan, request)
+    if not report.ok:
+        raise DatasetError(report.format())
+    splits = {
+        name: ImageSplit(images[name], np.asarray(split.labels, dtype=np.int64), split.ids)
+        for name, split in plan.splits.items()
+    }
+    record = {**plan.split_record, "ids": {name: list(split.ids) for name, split in plan.splits.items()}}
+    return Dataset(plan.name, plan.task, plan.class_names, split_record=record, **splits)

@@ -1,0 +1,90 @@
+"""The contract between a method and the trainer: the trainer knows nothing method-specific.
+
+A method turns one batch of two augmented views into a sequence of losses; the trainer
+backpropagates and steps the optimizer after each one, so step k+1 sees the weights step k
+updated. That is what makes FG-SSL's progressive schedule expressible next to one-step methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from methods.backbones import Backbone
+
+
+@dataclass(frozen=True)
+class SSLBatch:
+    """Two augmented views of the same images, plus the generator for any randomness a method
+    draws itself (FG-SSL's jigsaw), so a seeded run repeats exactly."""
+
+    view1: torch.Tensor
+    view2: torch.Tensor
+    generator: torch.Generator | None = None
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """One optimizer step's loss. ``name`` keys the per-step metric (e.g. ``level1``)."""
+
+    name: str
+    loss: torch.Tensor
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """Parameters that share a learning-rate multiplier (FG-SSL trains its backbone 10x slower)."""
+
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0
+
+
+class SSLMethod(nn.Module, ABC):
+    """Base class of every SSL method: a backbone plus whatever heads the method trains."""
+
+    name: ClassVar[str]
+    view_recipe: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, backbone: Backbone, config: Any) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = config
+
+    @abstractmethod
+    def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
+        """Yield one loss per optimizer step for this batch."""
+
+    @property
+    @abstractmethod
+    def step_names(self) -> tuple[str, ...]:
+        """Names of the losses ``training_steps`` yields, in order (for logging)."""
+
+    def after_optimizer_step(self, progress: float) -> None:
+        """Called after every optimizer step with training progress in [0, 1] (BYOL's EMA)."""
+
+    def param_groups(self) -> list[ParamGroup]:
+        """Trainable parameters grouped by learning-rate multiplier; default: one group."""
+        return [ParamGroup([p for p in self.parameters() if p.requires_grad])]
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Frozen representation for evaluation: the backbone's pooled features, for every method,
+        so kNN and linear-probe numbers compare like with like."""
+        return self.backbone(x)
+
+
+def build_config(config_class: type, options: Mapping[str, Any], method: str) -> Any:
+    """Make a method's typed config from loose options, naming any unknown key and the valid ones."""
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for method {method!r}; valid: {', '.join(fields)}")
+    coerced = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    return config_class(**coerced)

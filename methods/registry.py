@@ -1,0 +1,28 @@
+"""Method names -> classes; ``--methods all`` expands to every SSL method registered here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from methods.backbones import Backbone
+from methods.barlow import BarlowTwins
+from methods.base import SSLMethod, build_config
+from methods.byol import BYOL
+from methods.fgssl import FGSSL
+from methods.simclr import SimCLR
+
+METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, BarlowTwins, FGSSL)}
+
+
+def get_method(name: str) -> type[SSLMethod]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; valid names: {', '.join(METHODS)}") from None
+
+
+def build_method(name: str, backbone: Backbone, options: Mapping[str, Any] | None = None) -> SSLMethod:
+    """Construct a registered method from loose options (e.g. parsed YAML), validated against its config."""
+    cls = get_method(name)
+    return cls(backbone, build_config(cls.config_class, options or {}, name))

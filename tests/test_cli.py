@@ -1,0 +1,123 @@
+"""``bench`` end to end against a real MLflow store, and one clear line for every bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+
+SMOKE = ["--preset", "smoke", "--no-progress"]
+
+
+def store(tmp_path):
+    return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+
+
+def runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fgssl-bench")
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+@pytest.mark.slow
+def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
+    uri = store(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--methods", "all", *SMOKE, "--tracking-uri", uri],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "bench ui --tracking-uri" in done.stdout
+    logged = runs(uri)
+    assert sorted(r.data.tags["method"] for r in logged) == ["barlow", "byol", "fgssl", "simclr"]
+    for run in logged:
+        assert run.info.status == "FINISHED"
+        assert 0 <= run.data.metrics["knn.test.accuracy"] <= 1
+        assert 0 <= run.data.metrics["linear.test.balanced_accuracy"] <= 1
+        assert run.data.params["train.batch_size"] == "32" and run.data.params["data.name"] == "synthetic"
+        for tag in ("config_hash", "git_commit", "version.torch", "device", "seed", "batch_size", "dataset"):
+            assert run.data.tags[tag]
+        history = MlflowClient(uri).get_metric_history(run.info.run_id, "train.loss")
+        assert [m.step for m in history] == [0, 1]
+        artifacts = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+        assert {"config.json", "model.pt", "knn_test_report.json", "linear_test_report.json"} <= artifacts
+    fgssl = next(r for r in logged if r.data.tags["method"] == "fgssl")
+    assert fgssl.data.params["method.grids"] == "8,4,2"
+    assert {"train.loss.level1", "train.loss.concat"} <= set(fgssl.data.metrics)
+
+
+def test_reference_run_is_logged_without_training(tmp_path):
+    uri = store(tmp_path)
+    assert main(["run", "--methods", "random_init", *SMOKE, "--tracking-uri", uri, "--seeds", "0", "1"]) == 0
+    logged = runs(uri)
+    assert len(logged) == 2 and all(r.info.status == "FINISHED" for r in logged)
+    assert all("train.loss" not in r.data.metrics and r.data.tags["reference"] == "true" for r in logged)
+
+
+BAD_INPUTS = [
+    (["--methods", "moco"], "unknown method 'moco'; valid names: all, simclr, byol, barlow, fgssl, random_init"),
+    (["--dataset", "cifar10"], "unknown dataset 'cifar10'; valid names: synthetic, isic2017"),
+    (["--methods", "fgssl", "--jigsaw-grids", "8,4,3"], "jigsaw grid 3 does not divide the image size 32x32"),
+    (["--batch-sizes", "4096"], "batch size 4096 is larger than the synthetic training set (128 images)"),
+    (["--set", "optim.lr=-1"], "learning rate must be > 0"),
+    (["--set", "optim.nesterov=true"], "unknown key(s) optim.nesterov"),
+    (["--jigsaw-grids", "a,b"], "--jigsaw-grids expects comma-separated integers"),
+    (["--dataset", "isic2017"], "dataset 'isic2017' needs"),
+    (["--methods", "fgssl", "--set", "method_options.fgssl.levels=[4]"], "fgssl levels must be distinct values"),
+    (["--eval", "knn,probe"], "unknown eval protocol(s) probe"),
+]
+
+
+@pytest.mark.parametrize(
+    "extra,message", BAD_INPUTS, ids=[m.split()[0] + str(i) for i, (_, m) in enumerate(BAD_INPUTS)]
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, extra, message):
+    target = tmp_path / "store"
+    code = main(["run", *SMOKE, "--tracking-uri", f"sqlite:///{target / 'mlflow.db'}", *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and err.startswith("bench: error:") and "\n" not in err
+    assert not target.exists()
+
+
+def test_unwritable_tracking_location(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        assert main(["run", *SMOKE, "--tracking-uri", f"sqlite:///{locked / 'sub' / 'mlflow.db'}"]) == 2
+        assert "not writable" in capsys.readouterr().err
+    finally:
+        locked.chmod(0o700)
+
+
+def test_tracking_location_that_is_a_file(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["run", *SMOKE, "--tracking-uri", f"sqlite:///{blocker / 'mlflow.db'}"]) == 2
+    assert f"tracking directory {blocker} cannot be created: {blocker} is a file" in capsys.readouterr().err
+
+
+def test_malformed_config_file_names_the_line(tmp_path, capsys):
+    config = tmp_path / "sweep.yaml"
+    config.write_text("train:\n  epochs: 2\n  batch_size: [32\n")
+    assert main(["run", *SMOKE, "--config", str(config), "--tracking-uri", store(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert str(config) in err and "line" in err
+
+
+def test_data_check_reports_and_exit_codes(tmp_path, capsys):
+    assert main(["data", "check", "synthetic", "--size", "32"]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    assert main(["data", "check", "isic2017", "--root", str(tmp_path)]) == 2
+    assert "ISIC-2017_Training_Part3_GroundTruth.csv: file not found" in capsys.readouterr().out
+    assert main(["data", "download", "aptos2019", "--root", str(tmp_path)]) == 2
+    assert "kaggle competitions download" in capsys.readouterr().err

@@ -1,0 +1,74 @@
+"""Config resolution: presets as data, strict keys, typed values, and a hash that identifies results."""
+
+import pytest
+
+from bench.config import PRESETS, build_run_config, deep_merge, load_preset
+from bench.errors import BenchError
+from bench.sweep import expand
+
+
+def config(tree=None, method="fgssl", dataset="synthetic", batch_size=32, seed=0):
+    return build_run_config(deep_merge(load_preset("smoke"), tree or {}), method, dataset, batch_size, seed)
+
+
+def test_presets_are_data_and_all_resolve():
+    assert set(PRESETS) == {"smoke", "cpu", "paper"}
+    for preset in PRESETS:
+        tree = load_preset(preset)
+        for method in ("simclr", "byol", "barlow", "fgssl", "random_init"):
+            build_run_config(tree, method, "isic2017", 32, 0)
+
+
+def test_hash_ignores_paths_and_device_but_not_results_relevant_values():
+    base = config()
+    assert base.config_hash() == config({"data": {"root": "/elsewhere", "cache_dir": "/tmp/c"}}).config_hash()
+    assert base.config_hash() == config({"device": "cpu"}).config_hash()
+    assert base.config_hash() != config(seed=1).config_hash()
+    assert base.config_hash() != config({"method_options": {"fgssl": {"lambd": 0.01}}}).config_hash()
+
+
+def test_fgssl_grids_default_to_the_dataset_grids_from_the_paper():
+    assert config(dataset="isic2017").method_options["grids"] == (16, 8, 4)
+    assert config(dataset="synthetic").method_options["grids"] == (8, 4, 2)
+    assert config({"method_options": {"fgssl": {"grids": [4, 2, 1]}}}).method_options["grids"] == (4, 2, 1)
+
+
+def test_flat_params_name_every_value_the_same_way_for_every_method():
+    params = config().flat_params()
+    assert params["train.batch_size"] == "32" and params["method.grids"] == "8,4,2"
+    assert params["method.schedule"] == "progressive" and params["optim.name"] == "sgd"
+    simclr = config(method="simclr").flat_params()
+    assert {k for k in params if not k.startswith("method.")} == {k for k in simclr if not k.startswith("method.")}
+
+
+def test_per_method_optimizer_overrides():
+    tree = {"method_optim": {"fgssl": {"lr": 0.2}}}
+    assert config(tree).optim.lr == 0.2 and config(tree, method="simclr").optim.lr == 0.05
+
+
+@pytest.mark.parametrize(
+    "tree,message",
+    [
+        ({"trian": {}}, "unknown config section(s) trian"),
+        ({"train": {"epochs": "many"}}, "train.epochs expects int"),
+        ({"method_options": {"fgssl": {"schedule": "sometimes"}}}, "unknown fgssl schedule 'sometimes'"),
+        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"data": {"image_size": 30}}, "jigsaw grid 8 does not divide the image size 30x30"),
+        ({"method_options": {"random_init": {"x": 1}}}, None),
+    ],
+)
+def test_bad_values_are_named(tree, message):
+    if message is None:
+        with pytest.raises(BenchError, match="takes no method options"):
+            config(tree, method="random_init")
+        return
+    with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config(tree)
+
+
+def test_sweep_expands_the_cross_product_and_all_means_the_ssl_methods():
+    tree = {**load_preset("smoke"), "methods": ["all", "random_init"], "batch_sizes": [16, 32], "seeds": [0, 1]}
+    runs = expand(tree)
+    assert len(runs) == 5 * 2 * 2
+    assert {r.method for r in runs} == {"simclr", "byol", "barlow", "fgssl", "random_init"}
+    assert len({r.config_hash() for r in runs}) == 20
