@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,9 +11,11 @@ from typing import Any
 
 import yaml
 
+from bench.ablation import ABLATIONS
 from bench.config import PRESETS, deep_merge, load_preset, read_yaml
 from bench.errors import BenchError
-from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_writable, default_tracking_uri
+from bench.ledger import Ledger
+from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_writable, default_tracking_uri, local_store_dir
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
 
 EXIT_USAGE = 2
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="FG-SSL vs SimCLR, BYOL and Barlow Twins, reproducibly.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(sub)
+    _add_tune_parser(sub)
+    _add_report_parser(sub)
     _add_data_parser(sub)
     _add_ui_parser(sub)
     return parser
@@ -66,15 +70,66 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--epochs", type=int, help="SSL pretraining epochs")
     run.add_argument("--image-size", type=int, help="square input size in pixels")
     run.add_argument("--lr", type=float, help="base learning rate for every method")
+    run.add_argument("--ablation", choices=ABLATIONS, help="run FG-SSL once per variant of a named ablation set")
+    run.add_argument("--fgssl-levels", help="FG-SSL levels to train, e.g. 1,2,3 (concat step: --fgssl-concat)")
+    run.add_argument("--fgssl-concat", choices=("yes", "no"), help="whether FG-SSL trains the concat step")
+    run.add_argument("--fgssl-schedule", choices=("progressive", "joint"), help="four optimizer steps or one summed")
+    run.add_argument("--embed-dim", type=int, help="FG-SSL embedding width")
+    run.add_argument("--bt-variant", choices=("standard", "fgssl_code"), help="Barlow Twins loss form (FG-SSL, BT)")
+    run.add_argument("--per-batch-permutation", action="store_true", help="one jigsaw order per batch (authors' code)")
     run.add_argument("--jigsaw-grids", help="FG-SSL tiles per side for levels 1-3, finest first, e.g. 8,4,2")
     run.add_argument("--eval", help="comma-separated protocols: knn,linear")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default: auto)")
     run.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. optim.weight_decay=1e-4"
     )
+    run.add_argument("--force", action="store_true", help="rerun configurations that already FINISHED")
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     _add_tracking_args(run)
     run.set_defaults(handler=_run)
+
+
+def _add_tune_parser(sub) -> None:
+    tune = sub.add_parser("tune", help="Optuna search over a method's main hyperparameters")
+    tune.add_argument("--method", required=True, help="simclr, byol, barlow or fgssl")
+    tune.add_argument("--dataset", default="synthetic")
+    tune.add_argument("--data-root", help="folder with the dataset in its official layout")
+    tune.add_argument("--trials", type=int, default=20)
+    tune.add_argument("--storage", help="Optuna storage URL (default: a journal file beside the MLflow store)")
+    tune.add_argument("--study", help="study name (default: tune-<method>-<dataset>)")
+    tune.add_argument("--preset", default="cpu", choices=PRESETS)
+    tune.add_argument("--config", help="YAML file with config sections (overrides the preset)")
+    tune.add_argument("--epochs", type=int, help="SSL pretraining epochs per trial")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+    tune.add_argument("--no-progress", action="store_true")
+    _add_tracking_args(tune)
+    tune.set_defaults(handler=_tune)
+
+
+def _add_report_parser(sub) -> None:
+    report = sub.add_parser("report", help="tables, statistics, plots and a PDF from MLflow runs")
+    report.add_argument("--experiment", nargs="+", help="experiment name(s) (default: every experiment)")
+    report.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
+    report.add_argument("--out", default="report.pdf", help="PDF path; tables go to <stem>_tables/ beside it")
+    report.add_argument("--formats", default="pdf,md,csv,tex", help="comma-separated subset of pdf,md,csv,tex")
+    report.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    uri = args.tracking_uri or default_tracking_uri()
+    formats = tuple(f for f in args.formats.split(",") if f)
+    try:
+        summary = build_report(uri, args.experiment, Path(args.out), formats)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    print(f"report over {summary.runs} run(s) ({summary.finished_runs} finished):")
+    for path in summary.files:
+        print(f"  {path}")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
 
 
 def _add_data_parser(sub) -> None:
@@ -128,14 +183,33 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
             _set_path(tree, path, _split_commas(value) if attr == "methods" or attr == "datasets" else value)
     if args.jigsaw_grids:
         _set_path(tree, ("method_options", "fgssl", "grids"), _int_list(args.jigsaw_grids, "--jigsaw-grids"))
+    fgssl_flags = {
+        "levels": _int_list(args.fgssl_levels, "--fgssl-levels") if args.fgssl_levels else None,
+        "concat": {"yes": True, "no": False}.get(args.fgssl_concat),
+        "schedule": args.fgssl_schedule,
+        "embed_dim": args.embed_dim,
+        "bt_variant": args.bt_variant,
+        "per_batch_permutation": True if args.per_batch_permutation else None,
+    }
+    for key, value in fgssl_flags.items():
+        if value is not None:
+            _set_path(tree, ("method_options", "fgssl", key), value)
+    if args.bt_variant:
+        _set_path(tree, ("method_options", "barlow", "bt_variant"), args.bt_variant)
+    if args.ablation:
+        tree["ablation"] = args.ablation
     if args.eval:
         _set_path(tree, ("eval", "protocols"), args.eval.split(","))
-    for item in args.set:
+    _apply_sets(tree, args.set)
+    return tree
+
+
+def _apply_sets(tree: dict[str, Any], items: list[str]) -> None:
+    for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise BenchError(f"--set expects KEY=VALUE, got {item!r}")
         _set_path(tree, tuple(key.split(".")), yaml.safe_load(raw))
-    return tree
 
 
 def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,11 +226,47 @@ def _run(args: argparse.Namespace) -> int:
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
     check_writable(tracker.uri)
     configs = expand(resolve_tree(args))
+    ledger = Ledger(local_store_dir(tracker.uri) or Path(".bench-state"))
     print(f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}", file=sys.stderr)
-    outcomes = [execute(config, tracker, progress=not args.no_progress) for config in configs]
+    outcomes = [execute(config, tracker, ledger, progress=not args.no_progress, force=args.force) for config in configs]
     _print_summary(outcomes)
+    skipped = sum(o.status == "SKIPPED" for o in outcomes)
+    if skipped:
+        print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
     print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
-    return 0 if all(o.status == "FINISHED" for o in outcomes) else 1
+    return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
+
+
+def _tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bench.tune import OBJECTIVE, open_study, tune
+
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    check_writable(tracker.uri)
+    tree = load_preset(args.preset)
+    if args.config:
+        tree = deep_merge(tree, read_yaml(args.config))
+    overrides: dict[str, Any] = {}
+    if args.data_root:
+        _set_path(overrides, ("data", "root"), args.data_root)
+    if args.epochs is not None:
+        _set_path(overrides, ("train", "epochs"), args.epochs)
+    _apply_sets(overrides, args.set)
+    tree = deep_merge(tree, overrides)
+    state = local_store_dir(tracker.uri) or Path(".bench-state")
+    study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    if not completed:
+        raise BenchError(f"no trial of study {study.study_name!r} completed ({pruned} pruned)")
+    print(f"study {study.study_name!r}: {len(completed)} complete, {pruned} pruned")
+    print(f"best {OBJECTIVE} = {study.best_value:.4f} (trial {study.best_trial.number}) with:")
+    for key, value in study.best_params.items():
+        print(f"  {key}: {value}")
+    return 0
 
 
 def _print_summary(outcomes) -> None:
@@ -174,8 +284,8 @@ def _print_summary(outcomes) -> None:
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     for o in outcomes:
-        if o.failure:
-            print(f"{o.name} failed: {o.failure}")
+        if o.note:
+            print(f"{o.name}: {o.note}")
 
 
 def _data_request(args: argparse.Namespace) -> DataRequest:
@@ -218,21 +328,11 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    """Replace this process with the MLflow UI, so stopping ``bench ui`` stops the server itself."""
     uri = args.tracking_uri or default_tracking_uri()
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    return subprocess.call(command)
+    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    os.execv(sys.executable, [sys.executable, "-m", *command])
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

@@ -84,18 +84,23 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     method_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
+    ablation: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def config_hash(self) -> str:
-        """Hash of what determines the result; paths and the device are left out so the same
-        experiment on another machine or disk layout has the same identity."""
+    def identity(self) -> dict[str, Any]:
+        """What determines the result; paths and the device are left out so the same experiment on
+        another machine or disk layout has the same identity."""
         content = self.to_dict()
         content.pop("device")
+        content.pop("ablation")
         content["data"].pop("root")
         content["data"].pop("cache_dir")
-        canonical = json.dumps(content, sort_keys=True, default=list)
+        return content
+
+    def config_hash(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True, default=list)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:
@@ -155,11 +160,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
 _SWEEP_KEYS = ("methods", "datasets", "batch_sizes", "seeds")
-_OTHER_KEYS = ("method_options", "method_optim", "device")
+_OTHER_KEYS = ("method_options", "method_optim", "device", "ablation")
 
 
-def build_run_config(tree: dict[str, Any], method: str, dataset: str, batch_size: int, seed: int) -> RunConfig:
-    """One run's typed config from the merged tree and its point in the sweep."""
+def build_run_config(
+    tree: dict[str, Any], method: str, dataset: str, batch_size: int, seed: int, ablation: str | None = None
+) -> RunConfig:
+    """One run's typed config from the merged tree and its point in the sweep (``ablation`` labels
+    an ablation variant whose options are already merged into the tree)."""
     unknown = sorted(set(tree) - set(_SECTIONS) - set(_SWEEP_KEYS) - set(_OTHER_KEYS))
     if unknown:
         valid = ", ".join([*_SECTIONS, *_SWEEP_KEYS, *_OTHER_KEYS])
@@ -169,7 +177,9 @@ def build_run_config(tree: dict[str, Any], method: str, dataset: str, batch_size
     tree = deep_merge(tree, deep_merge(point, {"optim": optim_override}))
     sections = {name: _build_section(name, cls, tree.get(name) or {}) for name, cls in _SECTIONS.items()}
     options = resolve_method_options(method, dataset, (tree.get("method_options") or {}).get(method, {}))
-    config = RunConfig(method=method, method_options=options, device=tree.get("device", "auto"), **sections)
+    config = RunConfig(
+        method=method, method_options=options, device=tree.get("device", "auto"), ablation=ablation, **sections
+    )
     validate(config)
     return config
 

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from bench.metrics import classification_metrics, confusion_and_per_class
-from datasets import Dataset
+from datasets import Dataset, ImageSplit
 
 Embed = Callable[[torch.Tensor], torch.Tensor]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -36,20 +36,41 @@ class ProtocolResult:
     selection: dict[str, float]  # hyperparameters chosen on validation
 
 
-@torch.inference_mode()
 def extract_features(
     embed: Embed, dataset: Dataset, transform: Transform, device: torch.device, batch_size: int
 ) -> Features:
     """One pass per split through the frozen network (eval mode, no autograd)."""
+    return Features(
+        **{name: embed_split(embed, split, transform, device, batch_size) for name, split in dataset.splits().items()}
+    )
+
+
+@torch.inference_mode()
+def embed_split(
+    embed: Embed, split: ImageSplit, transform: Transform, device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
     generator = torch.Generator(device=device).manual_seed(0)
-    out = {}
-    for name, split in dataset.splits().items():
-        chunks = []
-        for start in range(0, len(split), batch_size):
-            images = torch.from_numpy(np.ascontiguousarray(split.images[start : start + batch_size])).to(device)
-            chunks.append(embed(transform(images, generator)).float().cpu())
-        out[name] = (torch.cat(chunks).numpy(), np.asarray(split.labels))
-    return Features(**out)
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        images = torch.from_numpy(np.ascontiguousarray(split.images[start : start + batch_size])).to(device)
+        chunks.append(embed(transform(images, generator)).float().cpu())
+    return torch.cat(chunks).numpy(), np.asarray(split.labels)
+
+
+def validation_knn_accuracy(
+    embed: Embed,
+    dataset: Dataset,
+    transform: Transform,
+    device: torch.device,
+    k: int,
+    temperature: float,
+    batch_size: int,
+) -> float:
+    """kNN accuracy on validation alone (train as the bank): the per-epoch signal a tuner prunes on."""
+    train_x, train_y = embed_split(embed, dataset.train, transform, device, batch_size)
+    val_x, val_y = embed_split(embed, dataset.val, transform, device, batch_size)
+    scores = knn_scores(train_x, train_y, val_x, dataset.num_classes, k, temperature)
+    return float((scores.argmax(axis=1) == val_y).mean())
 
 
 def knn_scores(

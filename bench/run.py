@@ -6,6 +6,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bench.data import load_for_config
 from bench.devices import resolve_device
 from bench.errors import BenchError
 from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
+from bench.ledger import Ledger
 from bench.seeding import seed_everything
 from bench.tracking import Tracker, environment_tags
 from bench.trainer import EpochStats, Trainer, TrainingFailed
@@ -24,20 +26,22 @@ from datasets import Dataset, get_dataset_spec
 from datasets.augment import build_eval_transform, build_views
 from methods import build_method
 from methods.backbones import Backbone
+from methods.base import SSLMethod
 
 
 @dataclass(frozen=True)
 class RunOutcome:
-    run_id: str
+    run_id: str | None
     name: str
     status: str
     metrics: dict[str, float]
     seconds: float
-    failure: str | None = None
+    note: str | None = None
 
 
 def run_name(config: RunConfig) -> str:
-    return f"{config.method}-{config.data.name}-b{config.train.batch_size}-s{config.train.seed}"
+    variant = f"[{config.ablation}]" if config.ablation else ""
+    return f"{config.method}{variant}-{config.data.name}-b{config.train.batch_size}-s{config.train.seed}"
 
 
 def check_fits_data(config: RunConfig) -> None:
@@ -50,29 +54,70 @@ def check_fits_data(config: RunConfig) -> None:
         )
 
 
-def execute(config: RunConfig, tracker: Tracker, *, progress: bool = True) -> RunOutcome:
-    """Run one configuration to a FINISHED or FAILED MLflow run; interrupts mark it KILLED and propagate."""
-    device = resolve_device(config.device)
-    dataset = load_for_config(config.data)
-    tags = {
-        **environment_tags(),
-        "method": config.method,
-        "dataset": config.data.name,
-        "task": dataset.task,
-        "batch_size": str(config.train.batch_size),
-        "seed": str(config.train.seed),
-        "config_hash": config.config_hash(),
-        "device": str(device),
-        "reference": str(config.method in REFERENCE_METHODS).lower(),
-    }
-    run_id = tracker.start_run(run_name(config), config.flat_params(), tags)
-    start = time.perf_counter()
+EpochHook = Callable[[int, SSLMethod], None]
+
+
+class RunPruned(Exception):
+    """Raised by an epoch hook to stop a run early on purpose (an Optuna trial that will not win)."""
+
+
+def execute(
+    config: RunConfig,
+    tracker: Tracker,
+    ledger: Ledger,
+    *,
+    progress: bool = True,
+    force: bool = False,
+    epoch_hook: EpochHook | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> RunOutcome:
+    """Run one configuration to a FINISHED or FAILED MLflow run, unless it is finished already
+    (skipped; ``force`` reruns) or running in another process (skipped). An interrupted run with a
+    checkpoint is resumed in the same MLflow run. Interrupts mark the run KILLED and propagate."""
+    name, config_hash = run_name(config), config.config_hash()
+    with ledger.claim(config_hash) as owned:
+        if not owned:
+            return RunOutcome(None, name, "SKIPPED", {}, 0.0, "running in another process")
+        previous = tracker.find_runs(config_hash)
+        finished = [r for r in previous if r.info.status == "FINISHED"]
+        if finished and not force:
+            return RunOutcome(
+                finished[0].info.run_id, name, "SKIPPED", finished[0].data.metrics, 0.0, "already finished"
+            )
+        checkpoint = None if force else ledger.load(config_hash, config.identity())
+        interrupted = {r.info.run_id for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")}
+        if checkpoint is not None and checkpoint["run_id"] in interrupted:
+            run_id = checkpoint["run_id"]
+            tracker.reopen(run_id)
+        else:
+            checkpoint = None
+            run_id = tracker.start_run(name, config.flat_params(), {**_tags(config), **(extra_tags or {})})
+        return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook)
+
+
+def _execute_claimed(
+    config: RunConfig,
+    tracker: Tracker,
+    ledger: Ledger,
+    run_id: str,
+    checkpoint: dict | None,
+    progress: bool,
+    epoch_hook: EpochHook | None,
+) -> RunOutcome:
+    name = run_name(config)
+    start = time.perf_counter() - (checkpoint["seconds"] if checkpoint else 0.0)
     try:
-        metrics = _pretrain_and_evaluate(config, dataset, device, tracker, run_id, progress)
+        metrics = _pretrain_and_evaluate(config, tracker, ledger, run_id, checkpoint, start, progress, epoch_hook)
+    except RunPruned as exc:
+        tracker.set_tags(run_id, {"pruned": "true", "failure_reason": f"pruned: {exc}"})
+        tracker.finish(run_id, "KILLED")
+        ledger.discard(config.config_hash())
+        return RunOutcome(run_id, name, "PRUNED", {}, time.perf_counter() - start, str(exc))
     except TrainingFailed as exc:
         tracker.set_tags(run_id, {"failure_reason": str(exc)})
         tracker.finish(run_id, "FAILED")
-        return RunOutcome(run_id, run_name(config), "FAILED", {}, time.perf_counter() - start, str(exc))
+        ledger.discard(config.config_hash())
+        return RunOutcome(run_id, name, "FAILED", {}, time.perf_counter() - start, str(exc))
     except BaseException as exc:
         tracker.set_tags(run_id, {"failure_reason": f"{type(exc).__name__}: {exc}"})
         tracker.finish(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -80,12 +125,38 @@ def execute(config: RunConfig, tracker: Tracker, *, progress: bool = True) -> Ru
     seconds = time.perf_counter() - start
     tracker.log_metrics(run_id, {"run.seconds": seconds}, step=0)
     tracker.finish(run_id, "FINISHED")
-    return RunOutcome(run_id, run_name(config), "FINISHED", metrics, seconds)
+    ledger.discard(config.config_hash())
+    note = f"resumed after epoch {checkpoint['epoch'] + 1}" if checkpoint else None
+    return RunOutcome(run_id, name, "FINISHED", metrics, seconds, note)
+
+
+def _tags(config: RunConfig) -> dict[str, str]:
+    return {
+        **environment_tags(),
+        "method": config.method,
+        "dataset": config.data.name,
+        "task": load_for_config(config.data).task,
+        "batch_size": str(config.train.batch_size),
+        "seed": str(config.train.seed),
+        "config_hash": config.config_hash(),
+        "device": str(resolve_device(config.device)),
+        "reference": str(config.method in REFERENCE_METHODS).lower(),
+        **({"ablation": config.ablation} if config.ablation else {}),
+    }
 
 
 def _pretrain_and_evaluate(
-    config: RunConfig, dataset: Dataset, device: torch.device, tracker: Tracker, run_id: str, progress: bool
+    config: RunConfig,
+    tracker: Tracker,
+    ledger: Ledger,
+    run_id: str,
+    checkpoint: dict | None,
+    start: float,
+    progress: bool,
+    epoch_hook: EpochHook | None = None,
 ) -> dict[str, float]:
+    device = resolve_device(config.device)
+    dataset = load_for_config(config.data)
     seed_everything(config.train.seed)
     backbone = Backbone(config.model.backbone, config.model.stem)
     if config.method in REFERENCE_METHODS:
@@ -104,18 +175,30 @@ def _pretrain_and_evaluate(
             device=device,
             progress=progress,
         )
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint["trainer"])
 
         def on_epoch_end(stats: EpochStats) -> None:
             values = epoch_metrics(stats)
             tracker.log_metrics(run_id, values, stats.epoch)
+            state = {
+                "trainer": trainer.state_dict(),
+                "epoch": stats.epoch,
+                "run_id": run_id,
+                "config": config.identity(),
+                "seconds": time.perf_counter() - start,
+            }
+            ledger.save(config.config_hash(), state)
             print(
                 f"{run_name(config)} epoch {stats.epoch + 1}/{config.train.epochs}: loss {values['train.loss']:.4g}, "
                 f"{stats.seconds:.1f} s, {stats.images_per_second:.0f} img/s",
                 file=sys.stderr,
                 flush=True,
             )
+            if epoch_hook is not None:
+                epoch_hook(stats.epoch, method)
 
-        trainer.fit(on_epoch_end=on_epoch_end)
+        trainer.fit(start_epoch=checkpoint["epoch"] + 1 if checkpoint else 0, on_epoch_end=on_epoch_end)
         model, embed = method, method.embed
     model.eval()
     return _evaluate_and_log(config, dataset, model, embed, device, tracker, run_id)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bench.config import REFERENCE_METHODS, RunConfig, build_run_config
+from bench.ablation import ablation_variants
+from bench.config import REFERENCE_METHODS, RunConfig, build_run_config, deep_merge
 from bench.errors import BenchError
 from bench.run import check_fits_data
 from datasets import DATASETS
@@ -35,13 +36,28 @@ def expand(tree: dict[str, Any]) -> list[RunConfig]:
     train = tree.get("train") or {}
     batch_sizes = [int(b) for b in _axis(tree, "batch_sizes", [train.get("batch_size", 64)])]
     seeds = [int(s) for s in _axis(tree, "seeds", [train.get("seed", 0)])]
-    configs = [
-        build_run_config(tree, method, dataset, batch_size, seed)
-        for dataset, batch_size, seed, method in itertools.product(datasets, batch_sizes, seeds, methods)
-    ]
+    if tree.get("ablation"):
+        configs = _ablation_configs(tree, datasets, batch_sizes, seeds)
+    else:
+        configs = [
+            build_run_config(tree, method, dataset, batch_size, seed)
+            for dataset, batch_size, seed, method in itertools.product(datasets, batch_sizes, seeds, methods)
+        ]
     for config in configs:
         check_fits_data(config)
     return configs
+
+
+def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: list[int], seeds: list[int]):
+    """FG-SSL once per variant of the named ablation; variants that resolve to the same config run once."""
+    image_size = int((tree.get("data") or {}).get("image_size", 64))
+    configs: dict[str, RunConfig] = {}
+    for variant, options in ablation_variants(tree["ablation"], image_size).items():
+        variant_tree = deep_merge(tree, {"method_options": {"fgssl": options}})
+        for dataset, batch_size, seed in itertools.product(datasets, batch_sizes, seeds):
+            config = build_run_config(variant_tree, "fgssl", dataset, batch_size, seed, ablation=variant)
+            configs.setdefault(config.config_hash(), config)
+    return list(configs.values())
 
 
 def _axis(tree: dict[str, Any], key: str, default: list) -> list:

@@ -19,7 +19,7 @@ import mlflow
 import numpy
 import torch
 import torchvision
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
@@ -86,6 +86,19 @@ class Tracker:
         for start in range(0, len(items), _BATCH):
             client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
         return run.info.run_id
+
+    def find_runs(self, config_hash: str) -> list[Run]:
+        """Runs of this experiment with the given config hash, newest first."""
+        return self.client.search_runs(
+            [self.experiment_id()], filter_string=f"tags.config_hash = '{config_hash}'", order_by=["start_time DESC"]
+        )
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an interrupted run as running again (and forget why it stopped) before resuming it."""
+        client = self.client
+        client.update_run(run_id, status="RUNNING")
+        if "failure_reason" in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, "failure_reason")
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
         timestamp = _now_ms()

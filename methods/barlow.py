@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from methods.backbones import Backbone
-from methods.base import SSLBatch, SSLMethod, StepLoss
+from methods.base import SymmetricMethod
 from methods.heads import mlp
 from methods.losses import BARLOW_VARIANTS, barlow_twins
 
@@ -22,7 +23,7 @@ class BarlowConfig:
             raise ValueError(f"unknown bt_variant {self.bt_variant!r}; valid: {', '.join(BARLOW_VARIANTS)}")
 
 
-class BarlowTwins(SSLMethod):
+class BarlowTwins(SymmetricMethod):
     name = "barlow"
     view_recipe = "barlow"
     config_class = BarlowConfig
@@ -31,11 +32,5 @@ class BarlowTwins(SSLMethod):
         super().__init__(backbone, config)
         self.projector = mlp(backbone.out_dim, config.proj_dims)
 
-    @property
-    def step_names(self) -> tuple[str, ...]:
-        return ("loss",)
-
-    def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
-        z1 = self.projector(self.backbone(batch.view1))
-        z2 = self.projector(self.backbone(batch.view2))
-        yield StepLoss("loss", barlow_twins(z1, z2, self.config.lambd, self.config.bt_variant))
+    def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return barlow_twins(z1, z2, self.config.lambd, self.config.bt_variant)

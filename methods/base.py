@@ -80,6 +80,26 @@ class SSLMethod(nn.Module, ABC):
         return self.backbone(x)
 
 
+class SymmetricMethod(SSLMethod):
+    """A method that projects both views with the same network and takes one loss between them
+    (SimCLR, Barlow Twins): subclasses build ``self.projector`` and define ``pair_loss``."""
+
+    projector: nn.Module
+
+    @property
+    def step_names(self) -> tuple[str, ...]:
+        return ("loss",)
+
+    @abstractmethod
+    def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        """The objective between the two views' projections."""
+
+    def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
+        z1 = self.projector(self.backbone(batch.view1))
+        z2 = self.projector(self.backbone(batch.view2))
+        yield StepLoss("loss", self.pair_loss(z1, z2))
+
+
 def build_config(config_class: type, options: Mapping[str, Any], method: str) -> Any:
     """Make a method's typed config from loose options, naming any unknown key and the valid ones."""
     fields = {f.name: f for f in dataclasses.fields(config_class)}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
+
 from methods.backbones import Backbone
-from methods.base import SSLBatch, SSLMethod, StepLoss
+from methods.base import SymmetricMethod
 from methods.heads import mlp
 from methods.losses import nt_xent
 
@@ -22,7 +23,7 @@ class SimCLRConfig:
             raise ValueError(f"simclr temperature must be > 0, got {self.temperature}")
 
 
-class SimCLR(SSLMethod):
+class SimCLR(SymmetricMethod):
     name = "simclr"
     view_recipe = "simclr"
     config_class = SimCLRConfig
@@ -31,11 +32,5 @@ class SimCLR(SSLMethod):
         super().__init__(backbone, config)
         self.projector = mlp(backbone.out_dim, (config.proj_hidden_dim, config.proj_dim))
 
-    @property
-    def step_names(self) -> tuple[str, ...]:
-        return ("loss",)
-
-    def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
-        z1 = self.projector(self.backbone(batch.view1))
-        z2 = self.projector(self.backbone(batch.view2))
-        yield StepLoss("loss", nt_xent(z1, z2, self.config.temperature))
+    def pair_loss(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return nt_xent(z1, z2, self.config.temperature)

@@ -1,0 +1,8 @@
+"""MLflow runs -> tidy DataFrame -> statistics -> tables (CSV, Markdown, LaTeX), figures and a PDF.
+
+Reads MLflow only (never ``bench``, ``methods`` or ``datasets``), so a report can be made anywhere.
+"""
+
+from reports.build import ReportSummary, analyse, build_report
+
+__all__ = ["ReportSummary", "analyse", "build_report"]

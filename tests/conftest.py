@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# One intra-op thread per test process (and the bench processes tests start): two cores shared by a
+# test runner and its subprocesses otherwise spend most of their time in OpenMP spin-waits.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -42,8 +42,13 @@ def test_quadratic_weighted_kappa_for_grades():
 def test_confusion_and_per_class_report():
     report = confusion_and_per_class(np.array([0, 1, 1]), one_hot(np.array([0, 0, 1]), 2), ("a", "b"))
     assert report["confusion_matrix"] == [[1, 0], [1, 1]]
-    assert report["per_class"][1] == {"class": "b", "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3),
-                                      "support": 2}
+    assert report["per_class"][1] == {
+        "class": "b",
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(2 / 3),
+        "support": 2,
+    }
 
 
 def test_knn_weighted_votes_by_hand():
@@ -64,6 +69,7 @@ def test_linear_probe_separates_separable_features_and_selects_on_validation():
         y = rng.integers(0, 3, n)
         return (np.eye(3)[y] * 3 + rng.normal(0, 0.3, (n, 3))).astype(np.float32), y
 
-    result = evaluate_linear(Features(split(60), split(30), split(30)), 3, seed=0, class_names=("a", "b", "c"),
-                             ordinal=False)
+    result = evaluate_linear(
+        Features(split(60), split(30), split(30)), 3, seed=0, class_names=("a", "b", "c"), ordinal=False
+    )
     assert result.metrics["test.accuracy"] == 1.0 and result.selection["C"] in (0.01, 0.1, 1.0, 10.0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench.config import OptimConfig, load_preset
+from bench.ledger import Ledger
 from bench.run import execute
 from bench.seeding import seed_everything
 from bench.sweep import expand
@@ -27,15 +28,16 @@ def smoke_config(method, **train):
 @pytest.mark.parametrize("method", ["simclr", "fgssl"])
 def test_two_seeded_runs_repeat_bit_for_bit(tmp_path, method):
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "repeat")
+    ledger = Ledger(tmp_path)
     config = smoke_config(method)
-    first = execute(config, tracker, progress=False)
-    second = execute(config, tracker, progress=False)
+    first = execute(config, tracker, ledger, progress=False)
+    second = execute(config, tracker, ledger, progress=False, force=True)
     assert first.status == second.status == "FINISHED"
     assert first.metrics == second.metrics
     client = tracker.client
     losses = [[m.value for m in client.get_metric_history(o.run_id, "train.loss")] for o in (first, second)]
     assert losses[0] == losses[1] and len(losses[0]) == 2
-    other_seed = execute(smoke_config(method, seed=1), tracker, progress=False)
+    other_seed = execute(smoke_config(method, seed=1), tracker, ledger, progress=False)
     assert [m.value for m in client.get_metric_history(other_seed.run_id, "train.loss")] != losses[0]
 
 
@@ -62,8 +64,7 @@ def test_trainer_steps_once_per_yielded_loss_and_anneals_the_lr():
         "fgssl", options={"grids": [8, 4, 2], "block_mid_channels": 16, "block_out_channels": 32, "embed_dim": 16}
     )
     steps = []
-    original = trainer.optimizer.step
-    trainer.optimizer.step = lambda *a, **k: (steps.append(1), original(*a, **k))[1]
+    trainer.method.after_optimizer_step = steps.append
     history = trainer.fit()
     assert len(steps) == 2 * 4 * 4  # epochs x batches x FG-SSL steps per batch
     assert set(history[0].losses) == {"level1", "level2", "level3", "concat"}

@@ -1,0 +1,131 @@
+"""Optuna search over each method's main hyperparameters, through the same runner as ``bench run``.
+
+Every trial is an MLflow run tagged with its study and trial number; the objective is validation
+kNN accuracy (test is never looked at), and trials are pruned on the same metric per epoch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from bench.config import RunConfig, build_run_config, deep_merge
+from bench.data import load_for_config
+from bench.errors import BenchError
+from bench.evaluate import validation_knn_accuracy
+from bench.ledger import Ledger
+from bench.run import RunPruned, check_fits_data, execute
+from bench.tracking import Tracker
+from datasets.augment import build_eval_transform
+from methods.base import SSLMethod
+
+OBJECTIVE = "knn.val.accuracy"
+
+
+def _lr(trial: optuna.Trial) -> dict[str, Any]:
+    return {"optim": {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True)}}
+
+
+SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
+    "simclr": lambda t: {
+        **_lr(t),
+        "method_options": {"simclr": {"temperature": t.suggest_float("temperature", 0.05, 1.0, log=True)}},
+    },
+    "byol": lambda t: {**_lr(t), "method_options": {"byol": {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)}}},
+    "barlow": lambda t: {
+        **_lr(t),
+        "method_options": {"barlow": {"lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True)}},
+    },
+    "fgssl": lambda t: {
+        **_lr(t),
+        "method_options": {
+            "fgssl": {
+                "lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True),
+                "embed_dim": t.suggest_categorical("embed_dim", [128, 256, 512]),
+            }
+        },
+    },
+}
+
+
+def open_study(name: str, storage: str | None, default_dir: Path) -> optuna.Study:
+    """A study in any RDB URL, or (default) a journal file that several processes can share."""
+    if storage is None:
+        default_dir.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(default_dir / "optuna-journal.log"))
+        storage_obj: Any = optuna.storages.JournalStorage(backend)
+    else:
+        storage_obj = storage
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    sampler = optuna.samplers.TPESampler(seed=0)
+    try:
+        return optuna.create_study(
+            study_name=name,
+            storage=storage_obj,
+            direction="maximize",
+            load_if_exists=True,
+            pruner=pruner,
+            sampler=sampler,
+        )
+    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+        raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
+
+
+def tune(
+    tree: dict[str, Any],
+    method: str,
+    dataset: str,
+    trials: int,
+    study: optuna.Study,
+    tracker: Tracker,
+    ledger: Ledger,
+    progress: bool = False,
+) -> optuna.Study:
+    if method not in SEARCH_SPACES:
+        raise BenchError(f"cannot tune {method!r}; tunable methods: {', '.join(SEARCH_SPACES)}")
+    if trials < 1:
+        raise BenchError(f"--trials must be at least 1, got {trials}")
+    train = tree.get("train") or {}
+    batch_size, seed = int(train.get("batch_size", 64)), int(train.get("seed", 0))
+    check_fits_data(build_run_config(tree, method, dataset, batch_size, seed))
+
+    def objective(trial: optuna.Trial) -> float:
+        config = build_run_config(deep_merge(tree, SEARCH_SPACES[method](trial)), method, dataset, batch_size, seed)
+        tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number)}
+        outcome = execute(
+            config, tracker, ledger, progress=progress, epoch_hook=_pruning_hook(trial, config), extra_tags=tags
+        )
+        if outcome.status == "PRUNED":
+            raise optuna.TrialPruned(outcome.note)
+        if OBJECTIVE not in outcome.metrics:
+            raise optuna.TrialPruned(f"run {outcome.name} ended {outcome.status}: {outcome.note}")
+        return outcome.metrics[OBJECTIVE]
+
+    study.optimize(objective, n_trials=trials)
+    return study
+
+
+def _pruning_hook(trial: optuna.Trial, config: RunConfig):
+    dataset = load_for_config(config.data)
+    transform = build_eval_transform(dataset.image_size)
+
+    def hook(epoch: int, method: SSLMethod) -> None:
+        method.eval()
+        device = next(method.parameters()).device
+        accuracy = validation_knn_accuracy(
+            method.embed,
+            dataset,
+            transform,
+            device,
+            config.eval.knn_k,
+            config.eval.knn_temperature,
+            config.eval.batch_size,
+        )
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise RunPruned(f"validation kNN accuracy {accuracy:.3f} after epoch {epoch + 1}")
+
+    return hook

@@ -1,0 +1,159 @@
+"""Figures for the report (matplotlib, Agg): each function returns one page-sized Figure."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from reports.tables import method_label, method_sort_key  # noqa: E402
+
+PAGE = (11.69, 8.27)  # A4 landscape, inches
+COLORS = {"fgssl": "tab:red", "simclr": "tab:blue", "byol": "tab:green", "barlow": "tab:purple"}
+
+
+def metric_label(metric: str) -> str:
+    protocol, split, name = metric.split(".", 2)
+    name = name.replace("_", " ").replace("auc macro", "macro AUC").replace("f1 macro", "macro F1")
+    return f"{protocol} {name} ({split})"
+
+
+def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> Figure:
+    """Mean metric against batch size per method, shaded 95% CI; the reference as a dashed line."""
+    fig, axes = _grid(
+        len(metrics), f"Metric vs batch size — {setting} (mean over seeds; shaded: 95% CI, cut at the metric's bounds)"
+    )
+    sub = stats[stats["setting"] == setting]
+    sizes = sorted(sub["batch_size"].unique())
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = sub[sub["metric"] == metric]
+        for (method, reference), g in sorted(
+            rows.groupby(["method", "reference"]), key=lambda kv: method_sort_key(*kv[0])
+        ):
+            g = g.sort_values("batch_size")
+            style = {"color": "grey", "linestyle": "--"} if reference else {"color": COLORS.get(method)}
+            ax.plot(g["batch_size"], g["mean"], marker="o", label=method_label(method, reference), **style)
+            low, high = _bounds(metric)
+            ax.fill_between(
+                g["batch_size"],
+                g["ci_low"].clip(low, high),
+                g["ci_high"].clip(low, high),
+                alpha=0.15,
+                color=style["color"],
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size (images, log2 scale)")
+        ax.set_ylabel(metric_label(metric))
+        ax.grid(alpha=0.3)
+    _legend(fig, axes)
+    return fig
+
+
+def _bounds(metric: str) -> tuple[float, float]:
+    """A t-interval from few seeds can leave the metric's range; the band stops at the range instead."""
+    return (-1.0, 1.0) if metric.endswith("qwk") else (0.0, 1.0)
+
+
+def ablation_figure(table_data: pd.DataFrame, method: str, metrics: list[str]) -> Figure:
+    """Horizontal bars (mean ± std over seeds) per option set and batch size, one panel per metric."""
+    fig, axes = _grid(len(metrics), f"Ablation: {method} options (bars: mean, error bars: std over seeds)")
+    labels = [
+        f"{r.setting}, b={r.batch_size}: {r.options}{' (main)' if r.main else ''}" for r in table_data.itertuples()
+    ]
+    y = np.arange(len(labels))
+    for i, (ax, metric) in enumerate(zip(axes, metrics, strict=False)):
+        means = table_data[f"{metric}.mean"].to_numpy(dtype=float)
+        stds = np.nan_to_num(table_data[f"{metric}.std"].to_numpy(dtype=float))
+        colors = ["tab:red" if main else "tab:gray" for main in table_data["main"]]
+        ax.barh(y, means, xerr=stds, color=colors, capsize=3)
+        ax.set_yticks(y, labels if i % 2 == 0 else [""] * len(labels), fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel(metric_label(metric))
+        ax.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(left=0.3)
+    return fig
+
+
+def loss_figure(histories: pd.DataFrame, runs: pd.DataFrame, setting: str) -> Figure:
+    """Training loss per epoch, mean over seeds (band: ±1 std), one panel per method, a line per batch size.
+
+    Panels are separate because the methods' losses live on different scales.
+    """
+    merged = histories.merge(runs[["run_id", "method", "batch_size"]], on="run_id")
+    methods = sorted(merged["method"].unique(), key=method_sort_key)
+    fig, axes = _grid(len(methods), f"Training loss per epoch — {setting} (mean over seeds, band: ±1 std)")
+    for ax, method in zip(axes, methods, strict=False):
+        for batch, g in merged[merged["method"] == method].groupby("batch_size"):
+            curve = g.groupby("step")["value"].agg(["mean", "std", "count"])
+            epochs = curve.index.to_numpy() + 1
+            ax.plot(epochs, curve["mean"], marker="o", label=f"batch {batch} (n={int(curve['count'].max())})")
+            ax.fill_between(epochs, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.15)
+        ax.set_title(method)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("train.loss (sum of the method's step losses)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def confusion_figure(reports: list[tuple[str, str, dict]], setting: str, protocol: str) -> Figure:
+    """Row-normalised confusion matrices (colour: recall share, text: counts) of each method's best run."""
+    fig, axes = _grid(len(reports), f"Confusion matrices on test, best run per method ({protocol}) — {setting}")
+    fig.subplots_adjust(wspace=0.55, left=0.12, right=0.97)
+    cols = _columns(len(reports))
+    for i, (ax, (method, run_name, report)) in enumerate(zip(axes, reports, strict=False)):
+        counts = np.asarray(report["confusion_matrix"], dtype=float)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        names = report.get("class_names") or [str(i) for i in range(len(counts))]
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+        for (row, col), value in np.ndenumerate(counts):
+            ax.text(
+                col,
+                row,
+                f"{int(value)}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if shares[row, col] > 0.6 else "black",
+            )
+        ticks = range(len(names))
+        ax.set_xticks(ticks, names, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(ticks, names, fontsize=8)
+        ax.set_xlabel("predicted class")
+        if i % cols == 0:
+            ax.set_ylabel("true class")
+        ax.set_title(f"{method}\n{run_name}", fontsize=8)
+    return fig
+
+
+def _grid(panels: int, title: str) -> tuple[Figure, list]:
+    """A page with up to 2 x 3 panels; unused axes are removed."""
+    cols = _columns(panels)
+    rows = max(1, math.ceil(panels / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=PAGE, squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[panels:]:
+        ax.remove()
+    fig.suptitle(title, fontsize=13)
+    fig.subplots_adjust(hspace=0.45, wspace=0.3, top=0.88, bottom=0.1)
+    return fig, flat[:panels]
+
+
+def _columns(panels: int) -> int:
+    return 1 if panels == 1 else 2 if panels in (2, 4) else 3
+
+
+def _legend(fig: Figure, axes: list) -> None:
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, 0.95), fontsize=9)

@@ -1,0 +1,127 @@
+"""The report's plain-words paragraph: who is best where, whether it is significant, and whether FG-SSL's
+batch-size claim holds here, with the caveat a small number of seeds demands."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from reports.stats import MIN_SEEDS
+from reports.tables import ALPHA, BASELINE, method_sort_key
+
+
+def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.DataFrame, metric: str) -> str:
+    """One paragraph over every dataset, judged on one metric (the first headline metric the runs have)."""
+    sentences = []
+    if stats.empty:
+        return "No run finished, so there is nothing to compare; the runs that did not finish are listed below."
+    ssl = stats[(stats["metric"] == metric) & ~stats["reference"] & (stats["n"] > 0)]
+    for setting, by_setting in ssl.groupby("setting", sort=True):
+        batch = _headline_batch(by_setting)
+        cell = by_setting[by_setting["batch_size"] == batch].sort_values("mean", ascending=False)
+        sentences.append(_best_sentence(setting, batch, cell, metric, stats))
+        sentences.append(_significance_sentence(tests, setting, batch, metric))
+        sentences.append(_batch_claim_sentence(sensitivity, setting, metric))
+    n_max = int(stats.loc[stats["n"] > 0, "n"].max())
+    if n_max < MIN_SEEDS:
+        sentences.append(
+            f"Caveat: at most {n_max} seed(s) per cell, so spreads, intervals and tests are rough; run at least "
+            f"{MIN_SEEDS} seeds (better 6+, which also enables the Wilcoxon test) before drawing conclusions."
+        )
+    return " ".join(s for s in sentences if s)
+
+
+def _headline_batch(rows: pd.DataFrame) -> int:
+    """The batch size with the most methods (then the largest): where the comparison is most complete."""
+    counts = rows.groupby("batch_size")["method"].nunique()
+    return int(max(counts.index, key=lambda b: (counts[b], b)))
+
+
+def _best_sentence(setting: str, batch: int, cell: pd.DataFrame, metric: str, stats: pd.DataFrame) -> str:
+    best = cell.iloc[0]
+    text = f"On {setting} at batch size {batch}, {best['method']} has the best {_name(metric)} ({_value(best)})"
+    rest = [f"{r['method']} {_value(r)}" for _, r in cell.iloc[1:].iterrows()]
+    text += f", ahead of {', '.join(rest)}." if rest else "; it is the only method with finished runs there."
+    reference = stats[
+        (stats["setting"] == setting)
+        & (stats["batch_size"] == batch)
+        & stats["reference"]
+        & (stats["metric"] == metric)
+        & (stats["n"] > 0)
+    ]
+    for _, ref in reference.iterrows():
+        beaten = cell[cell["mean"] <= ref["mean"]]["method"].tolist()
+        relation = f"matches or beats {', '.join(beaten)}" if beaten else "is below every trained method"
+        text += f" The untrained reference {ref['method']} ({_value(ref)}) {relation}."
+    return text
+
+
+def _significance_sentence(tests: pd.DataFrame, setting: str, batch: int, metric: str) -> str:
+    rows = tests[(tests["setting"] == setting) & (tests["batch_size"] == batch) & (tests["metric"] == metric)]
+    if rows.empty:
+        return f"No paired test: {setting} has no {BASELINE} runs together with another method at this batch size."
+    p = rows["p_t_holm"].dropna()
+    if p.empty:
+        return "The differences to fgssl cannot be tested: fewer than 2 matching seeds, or identical differences."
+    significant = rows[rows["p_t_holm"] < ALPHA]
+    if significant.empty:
+        return (
+            f"None of the differences to fgssl is significant (paired t-test on matching seeds, Holm-corrected; "
+            f"smallest adjusted p = {p.min():.3f})."
+        )
+    listed = ", ".join(f"{r.method} ({r.mean_diff:+.3f}, p = {r.p_t_holm:.3f})" for r in significant.itertuples())
+    return f"Significant differences to fgssl after Holm correction: {listed}."
+
+
+def _batch_claim_sentence(sensitivity: pd.DataFrame, setting: str, metric: str) -> str:
+    rows = (
+        sensitivity[(sensitivity["setting"] == setting) & (sensitivity["metric"] == metric)]
+        if len(sensitivity)
+        else sensitivity
+    )
+    if rows.empty or rows["batch_sizes"].max() < 2:
+        return "Batch-size sensitivity is not assessed: the runs use a single batch size."
+    fg = rows[rows["method"] == BASELINE]
+    if fg.empty or fg.iloc[0]["batch_sizes"] < 2:
+        return f"FG-SSL's batch-size claim is not assessed on {setting}: no {BASELINE} runs at two batch sizes."
+    fg = fg.iloc[0]
+    text = (
+        f"Across batch sizes, fgssl's {_name(metric)} changes by {fg['slope']:+.3f} per doubling "
+        f"(range of means {fg['range']:.3f}"
+    )
+    others = rows[(rows["method"] != BASELINE) & rows["slope"].notna()].sort_values(
+        "method", key=lambda s: s.map(method_sort_key)
+    )
+    if not others.empty:
+        text += "; " + ", ".join(f"{r.method} {r.slope:+.3f}" for r in others.itertuples())
+    text += ")"
+    if not math.isfinite(fg["slope_ci_low"]):
+        return text + ", too few runs for an interval, so the claim cannot be judged here."
+    interval = f"95% CI [{fg['slope_ci_low']:+.3f}, {fg['slope_ci_high']:+.3f}]"
+    if fg["slope_ci_low"] <= 0 <= fg["slope_ci_high"]:
+        verdict = (
+            f"; its {interval} contains 0, so this data does not contradict the claim that FG-SSL is "
+            f"insensitive to batch size"
+        )
+    else:
+        verdict = f"; its {interval} excludes 0, so on this data FG-SSL is sensitive to batch size"
+    steeper = [r.method for r in others.itertuples() if abs(r.slope) > abs(fg["slope"])]
+    if not others.empty:
+        verdict += (
+            f", and it is less sensitive than {', '.join(steeper)}"
+            if steeper
+            else ", and no baseline is less sensitive"
+        )
+    return text + verdict + "."
+
+
+def _name(metric: str) -> str:
+    protocol, split, name = metric.split(".", 2)
+    return f"{protocol} {name.replace('_', ' ')} on {split}"
+
+
+def _value(row: pd.Series) -> str:
+    if row["n"] < 2:
+        return f"{row['mean']:.3f}, n={int(row['n'])}"
+    return f"{row['mean']:.3f} ± {row['std']:.3f}, n={int(row['n'])}"

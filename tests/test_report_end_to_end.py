@@ -1,0 +1,146 @@
+"""The report on a real MLflow store made by the real CLI: numbers in the PDF, failed runs listed, statistics
+equal to scipy's, and a smaller report (not a failure) for a store with one method."""
+
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from reports import build_report
+from reports.collect import experiment_ids, load_runs, open_client
+
+SMOKE = ["--preset", "smoke", "--no-progress", "--epochs", "1", "--set", "data.synthetic_sizes=[64,32,32]"]
+pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
+
+
+def bench(uri: str, experiment: str, *args: str, expect_failure: bool = False) -> None:
+    command = [sys.executable, "-m", "bench", "run", *args, *SMOKE, "--tracking-uri", uri, "--experiment", experiment]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert (done.returncode != 0) == expect_failure, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> str:
+    """Two methods and the reference at two batch sizes and two seeds, one FG-SSL ablation run, one run
+    that diverges (FAILED), and a one-method experiment."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+    bench(uri, "sweep", "--methods", "simclr", "fgssl", "random_init", "--batch-sizes", "8", "16", "--seeds", "0", "1")
+    bench(
+        uri,
+        "sweep",
+        "--methods",
+        "fgssl",
+        "--batch-sizes",
+        "16",
+        "--seeds",
+        "0",
+        "--set",
+        "method_options.fgssl.levels=[1,2]",
+    )
+    bench(
+        uri,
+        "sweep",
+        "--methods",
+        "barlow",
+        "--batch-sizes",
+        "16",
+        "--seeds",
+        "0",
+        "--set",
+        "optim.lr=1e9",
+        expect_failure=True,
+    )
+    bench(uri, "solo", "--methods", "simclr", "--batch-sizes", "16", "--seeds", "0")
+    return uri
+
+
+def pdf_text(path: Path) -> str:
+    return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def runs_of(uri: str, experiment: str):
+    client = open_client(uri)
+    return load_runs(client, experiment_ids(client, [experiment]))
+
+
+@pytest.mark.slow
+@pdftotext
+def test_full_report(store, tmp_path):
+    out = tmp_path / "report.pdf"
+    summary = build_report(store, ["sweep"], out)
+    text = pdf_text(out)
+    runs = runs_of(store, "sweep")
+    done = runs[(runs["status"] == "FINISHED") & (runs["variant"] == "")]
+
+    for method in ("fgssl", "simclr", "random_init"):
+        values = done[(done["method"] == method) & (done["batch_size"] == 16)]["knn.test.accuracy"].to_numpy()
+        assert f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" in text, method
+
+    failed = runs[runs["status"] == "FAILED"]
+    assert len(failed) == 1 and "non-finite" in failed.iloc[0]["failure_reason"]
+    assert failed.iloc[0]["run_name"] in text and "FAILED" in text and "non-finite" in text
+
+    def by_seed(method: str) -> dict[int, float]:
+        rows = done[(done["method"] == method) & (done["batch_size"] == 16)]
+        return dict(zip(rows["seed"], rows["knn.test.accuracy"], strict=True))
+
+    fg, sim = by_seed("fgssl"), by_seed("simclr")
+    seeds = sorted(fg)
+    expected = stats.ttest_rel([sim[s] for s in seeds], [fg[s] for s in seeds]).pvalue
+    folder = out.parent / "report_tables"
+    tests = pd.read_csv(folder / "paired_tests.csv")
+    row = tests[(tests["method"] == "simclr") & (tests["batch_size"] == 16) & (tests["metric"] == "knn.test.accuracy")]
+    got = row.iloc[0]["p_t"]
+    assert (math.isnan(expected) and math.isnan(got)) or got == pytest.approx(expected)
+
+    sens = pd.read_csv(folder / "batch_size_sensitivity.csv")
+    fg_rows = done[done["method"] == "fgssl"]
+    fit = stats.linregress(np.log2(fg_rows["batch_size"].astype(float)), fg_rows["knn.test.accuracy"])
+    slope = sens[(sens["method"] == "fgssl") & (sens["metric"] == "knn.test.accuracy")].iloc[0]["slope"]
+    assert slope == pytest.approx(fit.slope)
+
+    assert "Ablation: fgssl options" in text and "levels=1,2" in text
+    for name in (
+        "comparison_knn",
+        "comparison_linear",
+        "paired_tests",
+        "batch_size_sensitivity",
+        "ablation_fgssl",
+        "cost",
+        "excluded_runs",
+    ):
+        for ext in ("md", "csv", "tex"):
+            assert folder / f"{name}.{ext}" in summary.files
+            assert (folder / f"{name}.{ext}").stat().st_size > 0
+    assert summary.pdf == out and summary.runs == len(runs) and summary.finished_runs == len(runs) - 1
+
+
+@pytest.mark.slow
+@pdftotext
+def test_one_method_store_gives_a_smaller_report(store, tmp_path):
+    out = tmp_path / "solo.pdf"
+    summary = build_report(store, ["solo"], out)
+    text = " ".join(pdf_text(out).split())
+    assert any("Only 1 trained method" in note for note in summary.notes)
+    assert any("single batch size" in note for note in summary.notes)
+    assert "Only 1 trained method" in text and "single batch size" in text
+    assert "Batch-size sensitivity" not in [p.stem for p in summary.files]
+    value = runs_of(store, "solo").iloc[0]["knn.test.accuracy"]
+    assert f"{value:.3f}" in text
+
+    only_csv = build_report(store, ["solo"], tmp_path / "csv" / "solo.pdf", formats=("csv",))
+    assert only_csv.pdf is None and all(p.suffix == ".csv" for p in only_csv.files)
+
+
+def test_unknown_experiment_and_empty_store_are_clear_errors(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(ValueError, match="no runs"):
+        build_report(uri, None, tmp_path / "r.pdf")
+    with pytest.raises(ValueError, match="unknown experiment.*nope"):
+        build_report(uri, ["nope"], tmp_path / "r.pdf")

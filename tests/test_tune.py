@@ -1,0 +1,40 @@
+"""``bench tune``: an Optuna study over the real runner; every trial is an MLflow run of the study."""
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from bench.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_tune_four_trials_logs_them_and_prints_the_best(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["tune", "--method", "simclr", "--trials", "4", "--preset", "smoke", "--no-progress", "--tracking-uri", uri]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "best knn.val.accuracy" in out and "lr:" in out and "temperature:" in out
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    assert len(runs) == 4
+    assert {r.data.tags["optuna.study"] for r in runs} == {"tune-simclr-synthetic"}
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in runs) == [0, 1, 2, 3]
+    journal = tmp_path / "optuna-journal.log"
+    study = optuna.load_study(
+        study_name="tune-simclr-synthetic",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    )
+    assert len(study.trials) == 4
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    best = max(finished, key=lambda r: r.data.metrics["knn.val.accuracy"])
+    assert study.best_value == pytest.approx(best.data.metrics["knn.val.accuracy"])
+
+
+def test_tune_rejects_unknown_method_and_bad_storage(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["tune", "--method", "moco", "--preset", "smoke", "--trials", "1", "--tracking-uri", uri]) == 2
+    assert "tunable methods: simclr, byol, barlow, fgssl" in capsys.readouterr().err
+    bad = ["tune", "--method", "simclr", "--preset", "smoke", "--storage", "nosuchdb://x", "--tracking-uri", uri]
+    assert main(bad) == 2
+    assert "cannot open Optuna storage" in capsys.readouterr().err
