@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 
 from bench.config import RunConfig, build_run_config, deep_merge
 from bench.data import load_for_config
@@ -70,7 +71,7 @@ def open_study(name: str, storage: str | None, default_dir: Path) -> optuna.Stud
             pruner=pruner,
             sampler=sampler,
         )
-    except (ValueError, ImportError, optuna.exceptions.StorageInternalError) as exc:
+    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
         raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
 
 

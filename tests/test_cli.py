@@ -121,3 +121,16 @@ def test_data_check_reports_and_exit_codes(tmp_path, capsys):
     assert "ISIC-2017_Training_Part3_GroundTruth.csv: file not found" in capsys.readouterr().out
     assert main(["data", "download", "aptos2019", "--root", str(tmp_path)]) == 2
     assert "kaggle competitions download" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_run_all_methods_on_the_real_isic2017(tmp_path, shared_data):
+    uri = store(tmp_path)
+    root = shared_data / "isic2017"
+    args = ["run", "--methods", "all", "--dataset", "isic2017", "--data-root", str(root), *SMOKE, "--epochs", "1"]
+    assert main([*args, "--tracking-uri", uri, "--cache-dir", str(tmp_path / "cache")]) == 0
+    logged = runs(uri)
+    assert len(logged) == 4 and all(r.info.status == "FINISHED" for r in logged)
+    assert {r.data.tags["task"] for r in logged} == {"3class"}
+    assert {r.data.params["method.grids"] for r in logged if r.data.tags["method"] == "fgssl"} == {"16,8,4"}

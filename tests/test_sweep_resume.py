@@ -87,3 +87,16 @@ def test_two_concurrent_workers_share_a_sweep_without_duplicates(tmp_path):
     counts, runs = finished_hashes(uri)
     assert len(counts) == 5 and set(counts.values()) == {1}, counts
     assert len(runs) == 5
+
+
+def test_hierarchy_ablation_logs_every_variant_with_its_options(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = ["--ablation", "hierarchy", "--epochs", "1", "--set", "data.synthetic_sizes=[64,32,32]"]
+    assert main(["run", *SMOKE, "--tracking-uri", uri, *args]) == 0
+    _, runs = finished_hashes(uri)
+    variants = {r.data.tags["ablation"]: r.data.params for r in runs}
+    assert {"full", "levels-1", "levels-12", "joint", "embed-128", "bt-fgssl-code", "grids-16-8-4"} <= set(variants)
+    assert variants["levels-1"]["method.levels"] == "1" and variants["levels-1"]["method.concat"] == "False"
+    assert variants["joint"]["method.schedule"] == "joint"
+    assert variants["grids-16-8-4"]["method.grids"] == "16,8,4"
+    assert all(r.info.status == "FINISHED" and r.data.tags["method"] == "fgssl" for r in runs)

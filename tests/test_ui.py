@@ -24,8 +24,12 @@ def test_bench_ui_lists_the_runs_over_rest(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["run", "--preset", "smoke", "--no-progress", "--tracking-uri", uri, "--methods", "random_init"]) == 0
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "bench", "ui", "--tracking-uri", uri, "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench", "ui", "--tracking-uri", uri, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
         deadline = time.time() + 120

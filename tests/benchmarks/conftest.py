@@ -1,0 +1,160 @@
+"""Shared helpers for the ratio benchmarks: a subject and its reference timed in the same process.
+
+Every benchmark here asserts a ratio, never an absolute time. The subject goes through
+``benchmark.pedantic`` (so it lands in ``--benchmark-json``); the reference runs in pedantic's
+``setup`` hook, i.e. interleaved round by round with the subject, so a change in machine load during
+the test hits both sides alike. Ratios use medians; minima go to ``extra_info`` as well.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bench.config import OptimConfig, load_preset
+from bench.trainer import Trainer
+from methods import build_method
+from methods.backbones import Backbone
+from methods.base import SSLMethod
+
+IMAGE_SIZE, BATCH = 64, 64  # the cpu preset's image size and batch size
+
+
+def seconds(function: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def median_seconds(function: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, float]:
+    """(median, min) wall time of ``function`` over ``rounds`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        function()
+    timings = [seconds(function) for _ in range(rounds)]
+    return statistics.median(timings), min(timings)
+
+
+@dataclass
+class Timing:
+    subject_median: float
+    subject_min: float
+    reference_median: float
+    reference_min: float
+    reference_samples: list[float] = field(default_factory=list)
+
+
+class RatioBench:
+    """Wraps the pytest-benchmark fixture: interleaved timing plus one uniform ratio report."""
+
+    def __init__(self, benchmark) -> None:
+        self.benchmark = benchmark
+
+    def interleaved(
+        self,
+        subject: Callable[[], Any],
+        reference: Callable[[], Any],
+        *,
+        rounds: int,
+        warmup: int = 1,
+        reference_every: int = 1,
+    ) -> Timing:
+        """Time ``subject`` with pedantic and ``reference`` in its setup hook (every ``reference_every``-th
+        round, for references much slower than the subject). Warm-up rounds run both, untimed."""
+        reference_times: list[float] = []
+        calls = 0
+
+        def setup() -> None:
+            nonlocal calls
+            calls += 1
+            if calls <= warmup:
+                reference()
+            elif (calls - warmup - 1) % reference_every == 0:
+                reference_times.append(seconds(reference))
+
+        self.benchmark.pedantic(subject, setup=setup, rounds=rounds, warmup_rounds=warmup)
+        if self.benchmark.stats is None:
+            pytest.skip("benchmarks disabled: no timing to compare")
+        stats = self.benchmark.stats.stats
+        return Timing(
+            stats.median, stats.min, statistics.median(reference_times), min(reference_times), reference_times
+        )
+
+    @staticmethod
+    def median(function: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, float]:
+        """(median, min) of ``function`` timed with perf_counter alone (not in the JSON)."""
+        return median_seconds(function, rounds, warmup)
+
+    def record(self, function: Callable[[], Any], *, rounds: int, warmup: int = 1) -> tuple[float, float]:
+        """Time ``function`` alone with pedantic; (median, min)."""
+        self.benchmark.pedantic(function, rounds=rounds, warmup_rounds=warmup)
+        if self.benchmark.stats is None:
+            pytest.skip("benchmarks disabled: no timing to compare")
+        stats = self.benchmark.stats.stats
+        return stats.median, stats.min
+
+    def report(self, label: str, ratio: float, target: str, details: str = "", **extra: float) -> None:
+        """Print the ratio line (what the suite's output table is made of) and store it in the JSON."""
+        info = self.benchmark.extra_info
+        info.update(extra)
+        info["ratio"] = ratio
+        info["target"] = target
+        info["torch_threads"] = torch.get_num_threads()
+        print(f"\nRATIO {label}: {ratio:.3g} (target {target}; {torch.get_num_threads()} torch threads) {details}")
+
+
+@pytest.fixture
+def ratio_bench(benchmark) -> RatioBench:
+    return RatioBench(benchmark)
+
+
+class CpuPreset:
+    """Methods, optimizer and trainer exactly as ``bench run --preset cpu`` builds them."""
+
+    image_size, batch = IMAGE_SIZE, BATCH
+
+    def __init__(self) -> None:
+        self.config = load_preset("cpu")
+        assert self.config["data"]["image_size"] == IMAGE_SIZE and self.config["train"]["batch_size"] == BATCH
+
+    def options(self, name: str) -> dict[str, Any]:
+        return dict(self.config["method_options"].get(name, {}))
+
+    def method(self, name: str, seed: int = 0) -> SSLMethod:
+        torch.manual_seed(seed)
+        model = self.config["model"]
+        return build_method(name, Backbone(model["backbone"], model["stem"]), self.options(name)).train()
+
+    def optim(self) -> OptimConfig:
+        return OptimConfig(**self.config["optim"])
+
+    def trainer(self, method: SSLMethod) -> Trainer:
+        """A Trainer over ``method``; its image array only sizes the (unused) epoch."""
+        images = np.zeros((BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        return Trainer(
+            method,
+            images,
+            (lambda x, g: x, lambda x, g: x),
+            self.optim(),
+            epochs=1000,
+            batch_size=BATCH,
+            seed=0,
+            device=torch.device("cpu"),
+            progress=False,
+        )
+
+    @staticmethod
+    def uint8_batch(seed: int = 0, batch: int = BATCH, size: int = IMAGE_SIZE) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randint(0, 256, (batch, 3, size, size), generator=generator, dtype=torch.uint8)
+
+
+@pytest.fixture(scope="session")
+def cpu_preset() -> CpuPreset:
+    return CpuPreset()
