@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,11 @@ def check_writable(uri: str) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise BenchError(f"tracking directory {directory} cannot be created: {existing} is a file")
-    if not os.access(existing, os.W_OK):
-        raise BenchError(f"tracking directory {directory} is not writable")
+    try:  # a file created and removed at once: works for root and read-only mounts alike
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise BenchError(f"tracking directory {directory} is not writable ({exc.strerror})") from None
 
 
 @dataclass(frozen=True)

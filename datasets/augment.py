@@ -286,9 +286,6 @@ def build_views(recipe: str, image_size: int) -> tuple[BatchAugment, BatchAugmen
     """The two SSL views of a method's published recipe (FG-SSL: PAPER.md, progressive step).
 
     The recipes' "Resize" is not an op here: the decoded cache already holds images at ``image_size``.
-    SimCLR, BYOL and Barlow Twins share one crop range, (0.2, 1.0) of the area, so the baselines
-    differ only in their objectives (BYOL's paper uses 0.08, which on a 64 px image leaves an 18 px
-    crop that rescales the fine texture the classes differ in).
     """
     blur = blur_kernel_size(image_size)
     sigma = blur_sigma(image_size)
@@ -303,7 +300,7 @@ def build_views(recipe: str, image_size: int) -> tuple[BatchAugment, BatchAugmen
         return BatchAugment(view, image_size), BatchAugment(view, image_size)
     if recipe in ("byol", "barlow"):
         common = (
-            RandomResizedCrop(scale=(0.2, 1.0)),
+            RandomResizedCrop(),
             HorizontalFlip(0.5),
             ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
             RandomGrayscale(0.2),

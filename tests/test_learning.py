@@ -22,7 +22,7 @@ def test_loss_falls_and_knn_beats_chance(tmp_path, method):
         load_preset("smoke"),
         {
             "methods": [method],
-            "data": {"image_size": 64, "synthetic_sizes": [512, 256, 128]},
+            "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128]},
             "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-6},
             "train": {"epochs": 8, "batch_size": 64},
         },
@@ -33,5 +33,5 @@ def test_loss_falls_and_knn_beats_chance(tmp_path, method):
     assert outcome.status == "FINISHED"
     losses = [m.value for m in tracker.client.get_metric_history(outcome.run_id, "train.loss")]
     assert losses[-1] < losses[0]
-    # A collapsed or untrained-by-mistake encoder lands near chance (sd ~0.027 for 256 images).
-    assert outcome.metrics["knn.val.accuracy"] > CHANCE + 0.05, outcome.metrics
+    # A collapsed or untrained-by-mistake encoder lands near chance (sd ~0.04 for 128 images).
+    assert outcome.metrics["knn.val.accuracy"] > CHANCE + 0.04, outcome.metrics

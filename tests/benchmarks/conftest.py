@@ -27,17 +27,19 @@ from methods.base import SSLMethod
 IMAGE_SIZE, BATCH = 64, 64  # the cpu preset's image size and batch size
 
 
-def seconds(function: Callable[[], Any]) -> float:
-    started = time.perf_counter()
+def seconds(function: Callable[[], Any], timer: Callable[[], float] = time.perf_counter) -> float:
+    started = timer()
     function()
-    return time.perf_counter() - started
+    return timer() - started
 
 
-def median_seconds(function: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, float]:
-    """(median, min) wall time of ``function`` over ``rounds`` calls after ``warmup`` untimed ones."""
+def median_seconds(
+    function: Callable[[], Any], rounds: int, warmup: int = 1, timer: Callable[[], float] = time.perf_counter
+) -> tuple[float, float]:
+    """(median, min) time of ``function`` over ``rounds`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         function()
-    timings = [seconds(function) for _ in range(rounds)]
+    timings = [seconds(function, timer) for _ in range(rounds)]
     return statistics.median(timings), min(timings)
 
 
@@ -55,6 +57,9 @@ class RatioBench:
 
     def __init__(self, benchmark) -> None:
         self.benchmark = benchmark
+        # References use the subject's clock, so ``--benchmark-timer time.process_time`` (a fallback on a
+        # machine shared with other work; the suite runs torch single-threaded) applies to both sides.
+        self.timer: Callable[[], float] = getattr(benchmark, "_timer", time.perf_counter)
 
     def interleaved(
         self,
@@ -76,7 +81,7 @@ class RatioBench:
             if calls <= warmup:
                 reference()
             elif (calls - warmup - 1) % reference_every == 0:
-                reference_times.append(seconds(reference))
+                reference_times.append(seconds(reference, self.timer))
 
         self.benchmark.pedantic(subject, setup=setup, rounds=rounds, warmup_rounds=warmup)
         if self.benchmark.stats is None:
@@ -86,10 +91,9 @@ class RatioBench:
             stats.median, stats.min, statistics.median(reference_times), min(reference_times), reference_times
         )
 
-    @staticmethod
-    def median(function: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, float]:
-        """(median, min) of ``function`` timed with perf_counter alone (not in the JSON)."""
-        return median_seconds(function, rounds, warmup)
+    def median(self, function: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, float]:
+        """(median, min) of ``function`` timed alone on the benchmark's clock (not in the JSON)."""
+        return median_seconds(function, rounds, warmup, self.timer)
 
     def record(self, function: Callable[[], Any], *, rounds: int, warmup: int = 1) -> tuple[float, float]:
         """Time ``function`` alone with pedantic; (median, min)."""
