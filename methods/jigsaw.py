@@ -24,7 +24,8 @@ def jigsaw(
 
     ``per_sample=True`` draws one order per image (the harness default); ``False`` applies one order
     to the whole batch, as the FG-SSL/PMG reference code does. The result is an exact permutation of
-    tiles: no pixel is interpolated, duplicated or lost. Fully vectorised: one gather, no Python loop.
+    tiles: no pixel is interpolated, duplicated or lost. Fully vectorised: one ``index_select`` of
+    tile rows into one new buffer, no Python loop.
     """
     if images.ndim != 4:
         raise ValueError(f"jigsaw expects [B, C, H, W], got shape {tuple(images.shape)}")
@@ -33,12 +34,20 @@ def jigsaw(
     if n == 1:
         return images.clone()
     th, tw = h // n, w // n
-    tiles = images.reshape(b, c, n, th, n, tw).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, c, th, tw)
     rows = b if per_sample else 1
     scores = torch.rand(rows, n * n, generator=generator, device=generator.device if generator else images.device)
-    order = scores.argsort(dim=1).to(images.device).expand(b, n * n)
-    shuffled = tiles[torch.arange(b, device=images.device)[:, None], order]
-    return shuffled.reshape(b, n, n, c, th, tw).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+    order = scores.argsort(dim=1).to(images.device).expand(b, n * n)  # order[i, k]: source tile of slot k
+    # Gather whole tile rows (tw values each) in one index_select into one new buffer: the output row
+    # y of slot (R, C) in plane p is row src_r * th + y, chunk src_c of the same plane of the input.
+    device = images.device
+    src_r = (order // n).view(b, 1, n, 1, n)
+    src_c = (order % n).view(b, 1, n, 1, n)
+    plane = (
+        torch.arange(b, device=device).view(b, 1, 1, 1, 1) * c + torch.arange(c, device=device).view(1, c, 1, 1, 1)
+    ) * h
+    tile_row = torch.arange(th, device=device).view(1, 1, 1, th, 1)
+    chunk = ((plane + src_r * th + tile_row) * n + src_c).reshape(-1)
+    return images.reshape(-1, tw).index_select(0, chunk).view(b, c, h, w)
 
 
 def _divisors(size: int) -> list[int]:
