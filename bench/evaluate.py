@@ -52,7 +52,7 @@ def embed_split(
     generator = torch.Generator(device=device).manual_seed(0)
     chunks = []
     for start in range(0, len(split), batch_size):
-        images = torch.from_numpy(np.ascontiguousarray(split.images[start : start + batch_size])).to(device)
+        images = torch.from_numpy(np.array(split.images[start : start + batch_size])).to(device)  # writable copy
         chunks.append(embed(transform(images, generator)).float().cpu())
     return torch.cat(chunks).numpy(), np.asarray(split.labels)
 
