@@ -212,11 +212,19 @@ def _apply_sets(tree: dict[str, Any], items: list[str]) -> None:
         _set_path(tree, tuple(key.split(".")), yaml.safe_load(raw))
 
 
-def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
+def _preset_and_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The preset, overridden by the ``--config`` file when one is given."""
     tree = load_preset(args.preset)
-    if args.config:
-        tree = deep_merge(tree, read_yaml(args.config))
-    return deep_merge(tree, cli_overrides(args))
+    return deep_merge(tree, read_yaml(args.config)) if args.config else tree
+
+
+def _state_dir(uri: str) -> Path:
+    """Where locks, checkpoints and the Optuna journal live: beside a local store, else ./.bench-state."""
+    return local_store_dir(uri) or Path(".bench-state")
+
+
+def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
+    return deep_merge(_preset_and_config(args), cli_overrides(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -226,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
     check_writable(tracker.uri)
     configs = expand(resolve_tree(args))
-    ledger = Ledger(local_store_dir(tracker.uri) or Path(".bench-state"))
+    ledger = Ledger(_state_dir(tracker.uri))
     print(f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}", file=sys.stderr)
     outcomes = [execute(config, tracker, ledger, progress=not args.no_progress, force=args.force) for config in configs]
     _print_summary(outcomes)
@@ -244,17 +252,14 @@ def _tune(args: argparse.Namespace) -> int:
 
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
     check_writable(tracker.uri)
-    tree = load_preset(args.preset)
-    if args.config:
-        tree = deep_merge(tree, read_yaml(args.config))
     overrides: dict[str, Any] = {}
     if args.data_root:
         _set_path(overrides, ("data", "root"), args.data_root)
     if args.epochs is not None:
         _set_path(overrides, ("train", "epochs"), args.epochs)
     _apply_sets(overrides, args.set)
-    tree = deep_merge(tree, overrides)
-    state = local_store_dir(tracker.uri) or Path(".bench-state")
+    tree = deep_merge(_preset_and_config(args), overrides)
+    state = _state_dir(tracker.uri)
     study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
