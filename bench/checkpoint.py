@@ -20,7 +20,11 @@ def save_atomic(state: dict[str, Any], path: Path) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        # torch's zip writer turns a failed write (disk full) into a RuntimeError about file positions;
+        # the OSError underneath is what the caller and the user need to see.
+        if isinstance(exc, RuntimeError) and isinstance(exc.__context__, OSError):
+            raise exc.__context__ from None
         raise
     return path

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,19 @@ import yaml
 
 from bench.ablation import ABLATIONS
 from bench.config import PRESETS, deep_merge, load_preset, read_yaml
+from bench.distributed import (
+    COMMAND_LINE_TIMEOUT,
+    DistributedContext,
+    end_followers,
+    init_from_env,
+    launch,
+    shutdown,
+    under_torchrun,
+    without_option,
+)
 from bench.errors import BenchError
 from bench.ledger import Ledger
-from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_writable, default_tracking_uri, local_store_dir
+from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_store, default_tracking_uri, local_store_dir
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
 
 EXIT_USAGE = 2
@@ -24,12 +36,15 @@ SUMMARY_METRICS = (
     "knn.test.balanced_accuracy",
     "linear.test.accuracy",
     "linear.test.balanced_accuracy",
+    "finetune.test.accuracy",
+    "finetune.test.balanced_accuracy",
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # what ``--nproc`` re-runs under torchrun
     try:
         return args.handler(args)
     except BenchError as exc:
@@ -58,7 +73,12 @@ def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="pretrain and evaluate every combination of the sweep axes")
-    run.add_argument("--methods", nargs="+", help="simclr byol barlow fgssl, 'all', or the reference random_init")
+    run.add_argument(
+        "--methods",
+        nargs="+",
+        help="simclr byol barlow fgssl, 'all', or the references random_init (untrained; with --weights: the "
+        "ImageNet reference) and supervised (cross-entropy on the train labels for the run's epochs)",
+    )
     run.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", help="synthetic (default), isic2017, ...")
     run.add_argument("--batch-sizes", nargs="+", type=int, help="one run per batch size")
     run.add_argument("--seeds", nargs="+", type=int, help="one run per seed")
@@ -78,12 +98,44 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--bt-variant", choices=("standard", "fgssl_code"), help="Barlow Twins loss form (FG-SSL, BT)")
     run.add_argument("--per-batch-permutation", action="store_true", help="one jigsaw order per batch (authors' code)")
     run.add_argument("--jigsaw-grids", help="FG-SSL tiles per side for levels 1-3, finest first, e.g. 8,4,2")
-    run.add_argument("--eval", help="comma-separated protocols: knn,linear")
+    run.add_argument(
+        "--eval",
+        help="comma-separated protocols from knn, linear, finetune (default knn,linear); finetune fine-tunes "
+        "the whole network, selects the epoch on validation and scores test once",
+    )
+    run.add_argument(
+        "--finetune-mode",
+        choices=("auto", "plain", "progressive"),
+        help="auto (default): PMG progressive fine-tune for fgssl, plain cross-entropy for the rest; "
+        "progressive: PMG for every method (new heads on layer2/3/4 for non-FG-SSL backbones)",
+    )
+    run.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (protocol finetune)")
+    run.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="local torchvision-format state dict the backbone starts from, for any method (never downloaded); "
+        "with random_init this is the ImageNet reference",
+    )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default: auto)")
     run.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. optim.weight_decay=1e-4"
     )
     run.add_argument("--force", action="store_true", help="rerun configurations that already FINISHED")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel worker processes over the sweep (default 1); each claims a configuration through the "
+        "store's per-configuration lock, so none runs twice; torch threads are split between workers",
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="training processes per run (torchrun + DDP on this machine; each trains on batch_size/N images "
+        "of the global batch; rank 0 logs and checkpoints); BatchNorm is synchronised across them unless "
+        "train.sync_batchnorm=false",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     _add_tracking_args(run)
     run.set_defaults(handler=_run)
@@ -97,6 +149,12 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--trials", type=int, default=20)
     tune.add_argument("--storage", help="Optuna storage URL (default: a journal file beside the MLflow store)")
     tune.add_argument("--study", help="study name (default: tune-<method>-<dataset>)")
+    tune.add_argument(
+        "--sampler-seed",
+        type=int,
+        default=0,
+        help="seed of the TPE sampler; workers sharing one study need different seeds, or they propose the same trials",
+    )
     tune.add_argument("--preset", default="cpu", choices=PRESETS)
     tune.add_argument("--config", help="YAML file with config sections (overrides the preset)")
     tune.add_argument("--epochs", type=int, help="SSL pretraining epochs per trial")
@@ -119,6 +177,7 @@ def _report(args: argparse.Namespace) -> int:
     from reports import build_report
 
     uri = args.tracking_uri or default_tracking_uri()
+    require_existing_store(uri)
     formats = tuple(f for f in args.formats.split(",") if f)
     try:
         summary = build_report(uri, args.experiment, Path(args.out), formats)
@@ -176,6 +235,9 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "image_size": ("data", "image_size"),
         "lr": ("optim", "lr"),
         "device": ("device",),
+        "finetune_mode": ("eval", "finetune_mode"),
+        "finetune_epochs": ("eval", "finetune_epochs"),
+        "weights": ("model", "weights"),
     }
     for attr, path in flags.items():
         value = getattr(args, attr)
@@ -228,30 +290,87 @@ def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bench.run import execute
     from bench.sweep import expand
 
+    if args.workers < 1:
+        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    if args.nproc < 1:
+        raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and args.workers > 1:
+        raise BenchError("--nproc and --workers cannot be combined: use one to split each run, the other the sweep")
+    if under_torchrun():
+        return _run_as_rank(args)
+    if args.nproc > 1:
+        # Every bad input is refused here, once, before any process starts (exit 2, one line).
+        for config in expand(resolve_tree(args)):
+            if config.train.batch_size % args.nproc:
+                raise BenchError(
+                    f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
+                )
+        check_store(args.tracking_uri or default_tracking_uri())
+        argv = without_option(args.argv, "--nproc")
+        if "sync_batchnorm" not in (resolve_tree(args).get("train") or {}):
+            # Unless told otherwise, N processes train like one with the global batch: BatchNorm
+            # statistics over the global batch too.
+            argv += ["--set", "train.sync_batchnorm=true"]
+        return launch(args.nproc, argv)
+    return _run_sweep_on_rank_zero(args, None)
+
+
+def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | None) -> int:
+    """The sweep, its output and exit code: in the ``bench run`` process, or on rank 0 of ``--nproc``."""
+    from bench.sweep import expand
+    from bench.workers import run_sweep
+
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
-    check_writable(tracker.uri)
+    check_store(tracker.uri)
     configs = expand(resolve_tree(args))
     ledger = Ledger(_state_dir(tracker.uri))
-    print(f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}", file=sys.stderr)
-    outcomes = [execute(config, tracker, ledger, progress=not args.no_progress, force=args.force) for config in configs]
+    workers = min(args.workers, len(configs))
+    print(
+        f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}"
+        + (f" ({workers} worker processes)" if workers > 1 else ""),
+        file=sys.stderr,
+    )
+    outcomes = run_sweep(configs, tracker, ledger, workers, force=args.force, progress=not args.no_progress, ctx=ctx)
     _print_summary(outcomes)
-    skipped = sum(o.status == "SKIPPED" for o in outcomes)
+    counts = Counter(o.status for o in outcomes)
+    print(f"\n{len(outcomes)} run(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    skipped = counts["SKIPPED"]
     if skipped:
         print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
     print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
     return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
 
 
+def _run_as_rank(args: argparse.Namespace) -> int:
+    """``bench run`` as one of the processes ``--nproc`` (or a user's ``torchrun -m bench run``) started:
+    rank 0 runs the sweep as a single process would, training each SSL run together with the other
+    ranks; the other ranks only train, and print nothing but errors."""
+    from bench.devices import resolve_device
+    from bench.run import follow_rank_zero
+
+    ctx = init_from_env(resolve_device(resolve_tree(args).get("device", "auto")), timeout=COMMAND_LINE_TIMEOUT)
+    try:
+        if not ctx.is_main:
+            follow_rank_zero(ctx)
+            return 0
+        code = _run_sweep_on_rank_zero(args, ctx)
+        end_followers(ctx)  # only after a sweep that ended normally; after a crash torchrun stops every rank
+        return code
+    finally:
+        shutdown()
+
+
 def _tune(args: argparse.Namespace) -> int:
     import optuna
 
-    from bench.tune import OBJECTIVE, open_study, tune
+    from bench.tune import OBJECTIVE, check_request, open_study, tune
 
+    check_request(args.method, args.trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
-    check_writable(tracker.uri)
+    check_store(tracker.uri)
     overrides: dict[str, Any] = {}
     if args.data_root:
         _set_path(overrides, ("data", "root"), args.data_root)
@@ -260,8 +379,7 @@ def _tune(args: argparse.Namespace) -> int:
     _apply_sets(overrides, args.set)
     tree = deep_merge(_preset_and_config(args), overrides)
     state = _state_dir(tracker.uri)
-    study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state, args.sampler_seed)
     tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
@@ -275,13 +393,14 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _print_summary(outcomes) -> None:
-    header = ["run", "status", "minutes", *SUMMARY_METRICS]
+    shown = [m for m in SUMMARY_METRICS if any(m in o.metrics for o in outcomes)] or list(SUMMARY_METRICS[:4])
+    header = ["run", "status", "minutes", *shown]
     rows = [
         [
             o.name,
             o.status,
             f"{o.seconds / 60:.1f}",
-            *(f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in SUMMARY_METRICS),
+            *(f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in shown),
         ]
         for o in outcomes
     ]
@@ -335,9 +454,28 @@ def _data_download(args: argparse.Namespace) -> int:
 def _ui(args: argparse.Namespace) -> int:
     """Replace this process with the MLflow UI, so stopping ``bench ui`` stops the server itself."""
     uri = args.tracking_uri or default_tracking_uri()
+    require_existing_store(uri)
+    check_port_free(args.host, args.port)
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     os.execv(sys.executable, [sys.executable, "-m", *command])
+
+
+def require_existing_store(uri: str) -> None:
+    """Reading commands must not create an empty SQLite store where the user mistyped a path."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise BenchError(f"no MLflow store at {uri} yet: run `bench run` first, or pass --tracking-uri")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A port out of range or taken is reported before the server starts, not as its traceback."""
+    if not 1 <= port <= 65535:
+        raise BenchError(f"--port must be in 1-65535, got {port}")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
 
 
 def _set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:

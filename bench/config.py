@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
+from bench.devices import resolve_device
 from bench.errors import BenchError
+from bench.weights import file_sha256
 from datasets import DatasetError, get_dataset_spec
 from methods import get_method
 from methods.backbones import BACKBONES, STEMS
@@ -26,9 +28,11 @@ from methods.jigsaw import check_grid
 PRESET_DIR = Path(__file__).with_name("presets")
 PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 DEVICES = ("auto", "cpu", "cuda")
-EVAL_PROTOCOLS = ("knn", "linear")
+EVAL_PROTOCOLS = ("knn", "linear", "finetune")
+DEFAULT_EVAL_PROTOCOLS = ("knn", "linear")
+FINETUNE_MODES = ("auto", "plain", "progressive")
 OPTIMIZERS = ("sgd", "adamw")
-REFERENCE_METHODS = ("random_init",)
+REFERENCE_METHODS = ("random_init", "supervised")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,10 @@ class DataConfig:
 class ModelConfig:
     backbone: str = "resnet18"
     stem: str = "imagenet"
+    # A local torchvision-format state dict the backbone starts from (never downloaded); the builder
+    # fills in its sha256, which (not the path) is part of the run's identity.
+    weights: str | None = None
+    weights_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,39 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
     seed: int = 0
+    # torch.compile the modules the method calls (bench/trainer.py). Off by default: on the 2-core CPU
+    # machines it costs minutes of compilation and did not make steps faster (README, Performance).
+    compile: bool = False
+    # A run fails as collapsed when the spread of its embeddings (bench/collapse.py: 0 = identical,
+    # about 1 = evenly spread) falls below this at the end of an epoch; 0 disables the check.
+    collapse_threshold: float = 0.01
+    # Under torchrun, normalise every BatchNorm with the statistics of the global batch (all ranks), so
+    # W processes with B/W images train exactly like one with B. Off: each rank uses its own B/W rows,
+    # as plain DDP does. Changes nothing for one process (bench/distributed.py, methods/distributed.py).
+    sync_batchnorm: bool = False
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    protocols: tuple[str, ...] = EVAL_PROTOCOLS
+    """Evaluation protocols and their settings. ``finetune_*`` apply to the ``finetune`` protocol only
+    (and are left out of the run's identity when it is not selected). ``finetune_mode`` ``auto``
+    resolves to ``progressive`` (PMG) for FG-SSL and ``plain`` (cross-entropy) for everything else;
+    ``finetune_grids`` (empty: FG-SSL's grids, else the dataset's paper grids) and the widths of new
+    hierarchical heads on non-FG-SSL backbones only matter for the progressive fine-tune."""
+
+    protocols: tuple[str, ...] = DEFAULT_EVAL_PROTOCOLS
     knn_k: int = 20
     knn_temperature: float = 0.07
     batch_size: int = 256
+    finetune_mode: str = "auto"
+    finetune_epochs: int = 10
+    finetune_batch_size: int = 64
+    finetune_lr: float = 1e-3
+    finetune_weight_decay: float = 1e-4
+    finetune_backbone_lr_scale: float = 1.0
+    finetune_grids: tuple[int, ...] = ()
+    finetune_block_channels: tuple[int, int] = (512, 1024)
+    finetune_embed_dim: int = 512
 
 
 @dataclass(frozen=True)
@@ -97,6 +130,9 @@ class RunConfig:
         content.pop("ablation")
         content["data"].pop("root")
         content["data"].pop("cache_dir")
+        content["model"].pop("weights")  # the file's sha256 identifies the weights, not its path
+        if "finetune" not in self.eval.protocols:
+            content["eval"] = {k: v for k, v in content["eval"].items() if not k.startswith("finetune_")}
         return content
 
     def config_hash(self) -> str:
@@ -177,6 +213,8 @@ def build_run_config(
     tree = deep_merge(tree, deep_merge(point, {"optim": optim_override}))
     sections = {name: _build_section(name, cls, tree.get(name) or {}) for name, cls in _SECTIONS.items()}
     options = resolve_method_options(method, dataset, (tree.get("method_options") or {}).get(method, {}))
+    sections["model"] = resolve_weights(sections["model"])
+    sections["eval"] = resolve_finetune(sections["eval"], method, dataset, options)
     config = RunConfig(
         method=method, method_options=options, device=tree.get("device", "auto"), ablation=ablation, **sections
     )
@@ -206,6 +244,36 @@ def resolve_method_options(method: str, dataset: str, options: dict[str, Any]) -
         raise BenchError(str(exc)) from None
 
 
+def resolve_weights(model: ModelConfig) -> ModelConfig:
+    """Fill in the sha256 of the weights file (a clear error when it is missing or another file
+    than a pinned ``weights_sha256`` says), so runs from different weights never share a hash."""
+    if model.weights is None:
+        if model.weights_sha256 is not None:
+            raise BenchError("model.weights_sha256 is set but model.weights (--weights) is not")
+        return model
+    digest = file_sha256(model.weights)
+    if model.weights_sha256 is not None and model.weights_sha256 != digest:
+        raise BenchError(f"weights file {model.weights} has sha256 {digest}, not the expected {model.weights_sha256}")
+    return dataclasses.replace(model, weights_sha256=digest)
+
+
+def resolve_finetune(evaluation: EvalConfig, method: str, dataset: str, options: dict[str, Any]) -> EvalConfig:
+    """``finetune_mode: auto`` becomes what it means for this method (FG-SSL: progressive, else plain),
+    and a progressive fine-tune's grids default to FG-SSL's grids or the dataset's paper grids."""
+    if evaluation.finetune_mode not in FINETUNE_MODES:
+        raise BenchError(f"unknown finetune mode {evaluation.finetune_mode!r}; valid: {', '.join(FINETUNE_MODES)}")
+    mode = evaluation.finetune_mode
+    if mode == "auto":
+        mode = "progressive" if method == "fgssl" else "plain"
+    grids = evaluation.finetune_grids
+    if mode == "progressive" and not grids:
+        try:
+            grids = tuple(options["grids"]) if method == "fgssl" else tuple(get_dataset_spec(dataset).paper_grids)
+        except DatasetError as exc:
+            raise BenchError(str(exc)) from None
+    return dataclasses.replace(evaluation, finetune_mode=mode, finetune_grids=grids if mode == "progressive" else ())
+
+
 def validate(config: RunConfig) -> None:
     """Checks that need no data: ranges, names, and jigsaw grids against the image size."""
     checks = [
@@ -214,6 +282,11 @@ def validate(config: RunConfig) -> None:
         (config.optim.lr > 0, f"learning rate must be > 0, got {config.optim.lr}"),
         (config.train.batch_size >= 2, f"batch size must be at least 2, got {config.train.batch_size}"),
         (config.train.epochs >= 1, f"epochs must be at least 1, got {config.train.epochs}"),
+        (0 <= config.train.seed < 2**32, f"seed must be in [0, 2**32), got {config.train.seed}"),
+        (
+            0 <= config.train.collapse_threshold < 1,
+            f"train.collapse_threshold must be in [0, 1), got {config.train.collapse_threshold}",
+        ),
         (config.data.image_size >= 16, f"image size must be at least 16 px, got {config.data.image_size}"),
         (
             config.model.backbone in BACKBONES,
@@ -226,14 +299,50 @@ def validate(config: RunConfig) -> None:
     checks.append(
         (not bad_protocols, f"unknown eval protocol(s) {', '.join(bad_protocols)}; valid: {', '.join(EVAL_PROTOCOLS)}")
     )
+    if "finetune" in config.eval.protocols:
+        checks += _finetune_checks(config.eval)
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
+    resolve_device(config.device)  # --device cuda on a machine without CUDA, before any run is created
     for grid in config.method_options.get("grids", ()):
         try:
             check_grid((config.data.image_size, config.data.image_size), grid)
         except ValueError as exc:
             raise BenchError(f"{exc} (set method_options.fgssl.grids or --jigsaw-grids)") from None
+    for grid in config.eval.finetune_grids if "finetune" in config.eval.protocols else ():
+        try:
+            check_grid((config.data.image_size, config.data.image_size), grid)
+        except ValueError as exc:
+            raise BenchError(f"{exc} (set eval.finetune_grids for the progressive fine-tune)") from None
+
+
+def _finetune_checks(evaluation: EvalConfig) -> list[tuple[bool, str]]:
+    grids = evaluation.finetune_grids
+    return [
+        (evaluation.finetune_epochs >= 1, f"eval.finetune_epochs must be at least 1, got {evaluation.finetune_epochs}"),
+        (
+            evaluation.finetune_batch_size >= 2,
+            f"eval.finetune_batch_size must be at least 2, got {evaluation.finetune_batch_size}",
+        ),
+        (evaluation.finetune_lr > 0, f"eval.finetune_lr must be > 0, got {evaluation.finetune_lr}"),
+        (
+            evaluation.finetune_backbone_lr_scale >= 0,
+            f"eval.finetune_backbone_lr_scale must be >= 0, got {evaluation.finetune_backbone_lr_scale}",
+        ),
+        (
+            evaluation.finetune_mode == "plain" or len(grids) == 3,
+            f"eval.finetune_grids must be three tile counts (levels 1-3, finest first), got {list(grids)}",
+        ),
+        (
+            len(evaluation.finetune_block_channels) == 2 and min(evaluation.finetune_block_channels) >= 1,
+            f"eval.finetune_block_channels must be two positive widths, got {list(evaluation.finetune_block_channels)}",
+        ),
+        (
+            evaluation.finetune_embed_dim >= 1,
+            f"eval.finetune_embed_dim must be >= 1, got {evaluation.finetune_embed_dim}",
+        ),
+    ]
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:

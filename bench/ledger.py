@@ -29,14 +29,15 @@ class Ledger:
         return self.root / "checkpoints" / f"{config_hash}.pt"
 
     @contextlib.contextmanager
-    def claim(self, config_hash: str) -> Iterator[bool]:
-        """Yields True when this process now owns the configuration, False when another one does."""
+    def claim(self, config_hash: str, *, wait: bool = False) -> Iterator[bool]:
+        """Yields True when this process now owns the configuration, False when another one does;
+        with ``wait``, blocks until the other process is done with it (or dead) and then owns it."""
         path = self.root / "locks" / f"{config_hash}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 yield False
                 return

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
 import tempfile
 import time
@@ -16,16 +18,18 @@ from bench.checkpoint import save_atomic
 from bench.config import REFERENCE_METHODS, RunConfig
 from bench.data import load_for_config
 from bench.devices import resolve_device
+from bench.distributed import DistributedContext, broadcast_from_main, follow, on_main_then_agree
 from bench.errors import BenchError
 from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
+from bench.finetune import ClassifierTrainer, EpochReport, PlainClassifier, finetune
 from bench.ledger import Ledger
 from bench.seeding import seed_everything
-from bench.tracking import Tracker, environment_tags
+from bench.tracking import Tracker, TrackingUnavailable, environment_tags
 from bench.trainer import EpochStats, Trainer, TrainingFailed
+from bench.weights import build_backbone, check_weights
 from datasets import Dataset, get_dataset_spec
-from datasets.augment import build_eval_transform, build_views
+from datasets.augment import build_eval_transform, build_finetune_transform, build_views
 from methods import build_method
-from methods.backbones import Backbone
 from methods.base import SSLMethod
 
 
@@ -45,15 +49,23 @@ def run_name(config: RunConfig) -> str:
 
 
 def check_fits_data(config: RunConfig) -> None:
-    """Checks that need the data: raised before any run of a sweep is created."""
+    """Checks that need the data (or the weights file): raised before any run of a sweep is created."""
     dataset = load_for_config(config.data)
-    if config.method not in REFERENCE_METHODS and config.train.batch_size > len(dataset.train):
+    if config.method != "random_init" and config.train.batch_size > len(dataset.train):
         raise BenchError(
             f"batch size {config.train.batch_size} is larger than the {config.data.name} training set "
             f"({len(dataset.train)} images)"
         )
+    if "finetune" in config.eval.protocols and config.eval.finetune_batch_size > len(dataset.train):
+        raise BenchError(
+            f"eval.finetune_batch_size {config.eval.finetune_batch_size} is larger than the {config.data.name} "
+            f"training set ({len(dataset.train)} images)"
+        )
+    if config.model.weights is not None:
+        check_weights(config.model.weights, config.model.backbone, config.model.weights_sha256)
 
 
+RUNNING_ELSEWHERE = "running in another process"
 EpochHook = Callable[[int, SSLMethod], None]
 
 
@@ -70,14 +82,17 @@ def execute(
     force: bool = False,
     epoch_hook: EpochHook | None = None,
     extra_tags: dict[str, str] | None = None,
+    wait: bool = False,
+    ctx: DistributedContext | None = None,
 ) -> RunOutcome:
     """Run one configuration to a FINISHED or FAILED MLflow run, unless it is finished already
     (skipped; ``force`` reruns) or running in another process (skipped). An interrupted run with a
-    checkpoint is resumed in the same MLflow run. Interrupts mark the run KILLED and propagate."""
+    checkpoint is resumed in the same MLflow run. Interrupts mark the run KILLED and propagate.
+    With ``wait``, a configuration held by another process is waited for instead of skipped."""
     name, config_hash = run_name(config), config.config_hash()
-    with ledger.claim(config_hash) as owned:
+    with ledger.claim(config_hash, wait=wait) as owned:
         if not owned:
-            return RunOutcome(None, name, "SKIPPED", {}, 0.0, "running in another process")
+            return RunOutcome(None, name, "SKIPPED", {}, 0.0, RUNNING_ELSEWHERE)
         previous = tracker.find_runs(config_hash)
         finished = [r for r in previous if r.info.status == "FINISHED"]
         if finished and not force:
@@ -91,8 +106,10 @@ def execute(
             tracker.reopen(run_id)
         else:
             checkpoint = None
-            run_id = tracker.start_run(name, config.flat_params(), {**_tags(config), **(extra_tags or {})})
-        return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook)
+            together = ctx is not None and ctx.enabled and config.method not in REFERENCE_METHODS
+            world = {"world_size": str(ctx.world_size)} if together else {}
+            run_id = tracker.start_run(name, config.flat_params(), {**_tags(config), **world, **(extra_tags or {})})
+        return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook, ctx)
 
 
 def _execute_claimed(
@@ -103,11 +120,12 @@ def _execute_claimed(
     checkpoint: dict | None,
     progress: bool,
     epoch_hook: EpochHook | None,
+    ctx: DistributedContext | None = None,
 ) -> RunOutcome:
     name = run_name(config)
     start = time.perf_counter() - (checkpoint["seconds"] if checkpoint else 0.0)
     try:
-        metrics = _pretrain_and_evaluate(config, tracker, ledger, run_id, checkpoint, start, progress, epoch_hook)
+        metrics = _pretrain_and_evaluate(config, tracker, ledger, run_id, checkpoint, start, progress, epoch_hook, ctx)
     except RunPruned as exc:
         tracker.set_tags(run_id, {"pruned": "true", "failure_reason": f"pruned: {exc}"})
         tracker.finish(run_id, "KILLED")
@@ -118,6 +136,14 @@ def _execute_claimed(
         tracker.finish(run_id, "FAILED")
         ledger.discard(config.config_hash())
         return RunOutcome(run_id, name, "FAILED", {}, time.perf_counter() - start, str(exc))
+    except TrackingUnavailable:
+        raise  # the store cannot take a failure tag either; the checkpoint stays for the resume
+    except OSError as exc:  # disk full or failing while checkpointing: stop the sweep, keep the last checkpoint
+        reason = f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
+        _mark_interrupted(tracker, run_id, f"write failed ({reason})")
+        raise BenchError(
+            f"{name}: cannot write ({reason}); the last checkpoint is kept, free space and rerun to resume"
+        ) from None
     except BaseException as exc:
         tracker.set_tags(run_id, {"failure_reason": f"{type(exc).__name__}: {exc}"})
         tracker.finish(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
@@ -128,6 +154,15 @@ def _execute_claimed(
     ledger.discard(config.config_hash())
     note = f"resumed after epoch {checkpoint['epoch'] + 1}" if checkpoint else None
     return RunOutcome(run_id, name, "FINISHED", metrics, seconds, note)
+
+
+def _mark_interrupted(tracker: Tracker, run_id: str, reason: str) -> None:
+    """KILLED with the reason, as far as the store still accepts writes: the run stays resumable."""
+    try:
+        tracker.set_tags(run_id, {"failure_reason": reason})
+        tracker.finish(run_id, "KILLED")
+    except TrackingUnavailable:
+        pass
 
 
 def _tags(config: RunConfig) -> dict[str, str]:
@@ -142,6 +177,11 @@ def _tags(config: RunConfig) -> dict[str, str]:
         "device": str(resolve_device(config.device)),
         "reference": str(config.method in REFERENCE_METHODS).lower(),
         **({"ablation": config.ablation} if config.ablation else {}),
+        **(
+            {"weights": Path(config.model.weights).name, "weights_sha256": config.model.weights_sha256}
+            if config.model.weights
+            else {}
+        ),
     }
 
 
@@ -154,54 +194,139 @@ def _pretrain_and_evaluate(
     start: float,
     progress: bool,
     epoch_hook: EpochHook | None = None,
+    ctx: DistributedContext | None = None,
 ) -> dict[str, float]:
-    device = resolve_device(config.device)
+    together = ctx is not None and ctx.enabled and config.method not in REFERENCE_METHODS
+    device = ctx.device if together else resolve_device(config.device)
     dataset = load_for_config(config.data)
     seed_everything(config.train.seed)
-    backbone = Backbone(config.model.backbone, config.model.stem)
-    if config.method in REFERENCE_METHODS:
+    m = config.model
+    backbone = build_backbone(m.backbone, m.stem, m.weights, m.weights_sha256)
+    pretrained: torch.nn.Module  # what fine-tuning starts from: the SSL method (FG-SSL's blocks) or a backbone
+    if config.method == "random_init":
         model: torch.nn.Module = backbone.to(device)
-        embed = backbone
+        embed, pretrained = backbone, backbone
     else:
-        method = build_method(config.method, backbone, config.method_options).to(device)
-        trainer = Trainer(
-            method,
-            dataset.train.images,
-            build_views(method.view_recipe, dataset.image_size),
-            config.optim,
-            epochs=config.train.epochs,
-            batch_size=config.train.batch_size,
-            seed=config.train.seed,
-            device=device,
-            progress=progress,
-        )
+        trainer: Trainer | ClassifierTrainer
+        if config.method == "supervised":
+            # Reference: the backbone trained from scratch (or from --weights) with cross-entropy on the
+            # train labels, for the run's epochs, optimizer and batch size; no model selection.
+            classifier = PlainClassifier(backbone, dataset.num_classes).to(device)
+            trainer = ClassifierTrainer(
+                classifier,
+                dataset.train,
+                build_finetune_transform(dataset.image_size),
+                config.optim,
+                epochs=config.train.epochs,
+                batch_size=config.train.batch_size,
+                seed=config.train.seed,
+                device=device,
+                progress=progress,
+                name="supervised",
+            )
+            model, embed, pretrained = classifier, backbone, backbone
+        else:
+            if together:  # the other ranks build the same trainer and train with this one
+                resume = (checkpoint["trainer"], checkpoint["epoch"] + 1) if checkpoint else (None, 0)
+                broadcast_from_main(TrainOrder(config, *resume), ctx)
+            trainer = build_ssl_trainer(config, dataset, backbone, device, progress, ctx if together else None)
+            method = trainer.method
+            model, embed, pretrained = method, method.embed, method
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint["trainer"])
+            _relog_last_epoch(tracker, run_id, checkpoint)
 
         def on_epoch_end(stats: EpochStats) -> None:
             values = epoch_metrics(stats)
-            tracker.log_metrics(run_id, values, stats.epoch)
             state = {
                 "trainer": trainer.state_dict(),
                 "epoch": stats.epoch,
+                "epoch_metrics": values,
                 "run_id": run_id,
                 "config": config.identity(),
                 "seconds": time.perf_counter() - start,
             }
+            # Checkpoint first: if the store is down, this epoch is kept and its metrics re-logged on resume.
             ledger.save(config.config_hash(), state)
+            tracker.log_metrics(run_id, values, stats.epoch)
             print(
                 f"{run_name(config)} epoch {stats.epoch + 1}/{config.train.epochs}: loss {values['train.loss']:.4g}, "
                 f"{stats.seconds:.1f} s, {stats.images_per_second:.0f} img/s",
                 file=sys.stderr,
                 flush=True,
             )
+            check_collapse(stats, config.train.collapse_threshold)
             if epoch_hook is not None:
-                epoch_hook(stats.epoch, method)
+                epoch_hook(stats.epoch, model)
 
-        trainer.fit(start_epoch=checkpoint["epoch"] + 1 if checkpoint else 0, on_epoch_end=on_epoch_end)
-        model, embed = method, method.embed
+        # Under torchrun rank 0 logs and checkpoints, then tells the other ranks whether to go on.
+        agreed = on_main_then_agree(ctx, on_epoch_end) if together else on_epoch_end
+        trainer.fit(start_epoch=checkpoint["epoch"] + 1 if checkpoint else 0, on_epoch_end=agreed)
     model.eval()
-    return _evaluate_and_log(config, dataset, model, embed, device, tracker, run_id)
+    return _evaluate_and_log(config, dataset, model, embed, pretrained, device, tracker, run_id, progress)
+
+
+@dataclass(frozen=True)
+class TrainOrder:
+    """What rank 0 sends the other ranks before it trains a configuration together with them: the
+    configuration and the trainer state it resumes from at ``start_epoch`` (None: from scratch)."""
+
+    config: RunConfig
+    state: dict | None
+    start_epoch: int
+
+
+def build_ssl_trainer(
+    config: RunConfig,
+    dataset: Dataset,
+    backbone: torch.nn.Module,
+    device: torch.device,
+    progress: bool,
+    ctx: DistributedContext | None,
+) -> Trainer:
+    """The SSL method's Trainer, built the same way on every rank (after the same seeding)."""
+    method = build_method(config.method, backbone, config.method_options).to(device)
+    return Trainer(
+        method,
+        dataset.train.images,
+        build_views(method.view_recipe, dataset.image_size),
+        config.optim,
+        epochs=config.train.epochs,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        device=device,
+        progress=progress,
+        compile=config.train.compile,
+        sync_batchnorm=config.train.sync_batchnorm,
+        distributed=ctx,
+    )
+
+
+def follow_rank_zero(ctx: DistributedContext) -> int:
+    """The whole life of a rank other than 0 under ``bench run --nproc``: train each configuration rank 0
+    trains together with it, from the state rank 0 sends, until rank 0 ends the sweep. Nothing is logged
+    or written here; a run that fails (NaN, collapse, pruned) fails on rank 0 too, which records it."""
+
+    def train(order: TrainOrder) -> None:
+        config = order.config
+        dataset = load_for_config(config.data)
+        seed_everything(config.train.seed)
+        m = config.model
+        backbone = build_backbone(m.backbone, m.stem, m.weights, m.weights_sha256)
+        trainer = build_ssl_trainer(config, dataset, backbone, ctx.device, False, ctx)
+        if order.state is not None:
+            trainer.load_state_dict(order.state)
+        with contextlib.suppress(TrainingFailed, RunPruned):  # rank 0 records why the run ended
+            trainer.fit(start_epoch=order.start_epoch, on_epoch_end=on_main_then_agree(ctx, None))
+
+    return follow(ctx, train)
+
+
+def _relog_last_epoch(tracker: Tracker, run_id: str, checkpoint: dict) -> None:
+    """A run stopped between its checkpoint and its metrics (tracking server down) gets them now."""
+    logged = {m.step for m in tracker.client.get_metric_history(run_id, "train.loss")}
+    if checkpoint["epoch"] not in logged and "epoch_metrics" in checkpoint:
+        tracker.log_metrics(run_id, checkpoint["epoch_metrics"], checkpoint["epoch"])
 
 
 def epoch_metrics(stats: EpochStats) -> dict[str, float]:
@@ -210,7 +335,18 @@ def epoch_metrics(stats: EpochStats) -> dict[str, float]:
     values.update(
         {"train.lr": stats.lr, "train.epoch_seconds": stats.seconds, "train.images_per_second": stats.images_per_second}
     )
+    if not math.isnan(stats.embedding_spread):
+        values["train.embedding_spread"] = stats.embedding_spread
     return values
+
+
+def check_collapse(stats: EpochStats, threshold: float) -> None:
+    """After the epoch is logged and checkpointed, so the failed run shows how it got there."""
+    if stats.embedding_spread < threshold:  # NaN (not measured) never counts as collapsed
+        raise TrainingFailed(
+            f"embeddings collapsed in epoch {stats.epoch + 1}: spread {stats.embedding_spread:.2g} "
+            f"< train.collapse_threshold {threshold:g}"
+        )
 
 
 def _evaluate_and_log(
@@ -218,19 +354,50 @@ def _evaluate_and_log(
     dataset: Dataset,
     model: torch.nn.Module,
     embed,
+    pretrained: torch.nn.Module,
     device: torch.device,
     tracker: Tracker,
     run_id: str,
+    progress: bool = True,
 ) -> dict[str, float]:
-    features = extract_features(
-        embed, dataset, build_eval_transform(dataset.image_size), device, config.eval.batch_size
-    )
+    """Every selected protocol; kNN and the linear probe share one pass of frozen features, the
+    fine-tune works on a copy (``model.pt`` is the pretrained model either way)."""
+    features = None
+    if {"knn", "linear"} & set(config.eval.protocols):
+        features = extract_features(
+            embed, dataset, build_eval_transform(dataset.image_size), device, config.eval.batch_size
+        )
     common = {"class_names": dataset.class_names, "ordinal": get_dataset_spec(dataset.name).ordinal}
+
+    def on_finetune_epoch(report: EpochReport, _model: torch.nn.Module) -> None:
+        stats = report.stats
+        values = {f"finetune.train.loss.{name}": value for name, value in stats.losses.items()}
+        values["finetune.train.loss"] = sum(stats.losses.values())
+        values["finetune.epoch_val.balanced_accuracy"] = report.val_balanced_accuracy
+        tracker.log_metrics(run_id, values, stats.epoch)
+        print(
+            f"{run_name(config)} finetune epoch {stats.epoch + 1}/{config.eval.finetune_epochs}: "
+            f"loss {values['finetune.train.loss']:.4g}, val balanced accuracy {report.val_balanced_accuracy:.3f}, "
+            f"{stats.seconds:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+
     protocols = {
         "knn": lambda: evaluate_knn(
             features, dataset.num_classes, config.eval.knn_k, config.eval.knn_temperature, **common
         ),
         "linear": lambda: evaluate_linear(features, dataset.num_classes, config.train.seed, **common),
+        "finetune": lambda: finetune(
+            pretrained,
+            dataset,
+            config.eval,
+            config.train.seed,
+            device,
+            progress=progress,
+            on_epoch_end=on_finetune_epoch,
+            **common,
+        ),
     }
     metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:

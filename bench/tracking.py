@@ -6,21 +6,27 @@ process (a sweep) never leak state into each other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import mlflow
 import numpy
+import requests
+import sqlalchemy.exc
 import torch
 import torchvision
 from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench.errors import BenchError
@@ -28,6 +34,12 @@ from bench.errors import BenchError
 DEFAULT_STORE_DIR = Path("mlruns")
 DEFAULT_EXPERIMENT = "fgssl-bench"
 _BATCH = 100  # MLflow's log_batch accepts at most 100 params per call
+HEALTH_TIMEOUT_SECONDS = 5
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
 
 
 def default_tracking_uri() -> str:
@@ -44,10 +56,12 @@ def local_store_dir(uri: str) -> Path | None:
     return None
 
 
-def check_writable(uri: str) -> None:
-    """Fail before any training when a local store could not be written; creates nothing."""
+def check_store(uri: str) -> None:
+    """Fail before any training when runs could not be logged: a local store that cannot be written
+    or a tracking server that does not answer. Creates nothing."""
     directory = local_store_dir(uri)
     if directory is None:
+        check_reachable(uri)
         return
     existing = directory
     while not existing.exists():
@@ -61,12 +75,42 @@ def check_writable(uri: str) -> None:
         raise BenchError(f"tracking directory {directory} is not writable ({exc.strerror})") from None
 
 
+def check_reachable(uri: str) -> None:
+    """One quick request to the server's health endpoint, so a wrong address or a stopped server is
+    reported in seconds rather than after MLflow's retries."""
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS).raise_for_status()
+    except requests.RequestException as exc:
+        errno = re.search(r"\[Errno -?\d+\] ([^\"')]+)", str(exc))
+        reason = errno.group(1).strip().lower() if errno else type(exc).__name__
+        raise BenchError(
+            f"tracking server {uri} is not reachable ({reason}); start it (mlflow server ...) "
+            "or omit --tracking-uri to use the local store"
+        ) from None
+
+
+def bound_http_retries() -> None:
+    """MLflow retries a dead server for about four minutes by default; a run should fail within
+    seconds instead, keeping its checkpoint. Values set in the environment win."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+class TrackingUnavailable(BenchError):
+    """The tracking store stopped answering during a run: the run's checkpoint is kept for a resume."""
+
+
 @dataclass(frozen=True)
 class Tracker:
     """An MLflow store and experiment that runs are logged to."""
 
     uri: str
     experiment: str
+
+    def __post_init__(self) -> None:
+        bound_http_retries()
 
     @property
     def client(self) -> MlflowClient:
@@ -81,14 +125,29 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         location = (directory / "artifacts").resolve().as_uri() if directory else None
-        return client.create_experiment(self.experiment, artifact_location=location)
+        try:
+            return client.create_experiment(self.experiment, artifact_location=location)
+        except MlflowException as exc:  # another worker created it between our lookup and now
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return client.get_experiment_by_name(self.experiment).experiment_id
+
+    @contextlib.contextmanager
+    def writing(self, what: str) -> Iterator[None]:
+        """Turn a store that stopped accepting writes (server down, disk full) into one clear error."""
+        try:
+            yield
+        except (MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError) as exc:
+            reason = str(exc).splitlines()[0][-300:] if str(exc) else type(exc).__name__
+            raise TrackingUnavailable(f"cannot {what} in the tracking store {self.uri}: {reason}") from None
 
     def start_run(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
         client = self.client
-        run = client.create_run(self.experiment_id(), run_name=name, tags=tags)
-        items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), _BATCH):
-            client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
+        with self.writing("create a run"):
+            run = client.create_run(self.experiment_id(), run_name=name, tags=tags)
+            items = [Param(k, v) for k, v in params.items()]
+            for start in range(0, len(items), _BATCH):
+                client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
         return run.info.run_id
 
     def find_runs(self, config_hash: str) -> list[Run]:
@@ -107,16 +166,20 @@ class Tracker:
     def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
         timestamp = _now_ms()
         metrics = [Metric(k, float(v), timestamp, step) for k, v in values.items()]
-        self.client.log_batch(run_id, metrics=metrics)
+        with self.writing("log metrics"):
+            self.client.log_batch(run_id, metrics=metrics)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        with self.writing("set tags"):
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: Path, folder: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), folder)
+        with self.writing(f"store the artifact {path.name}"):
+            self.client.log_artifact(run_id, str(path), folder)
 
     def finish(self, run_id: str, status: str) -> None:
-        self.client.set_terminated(run_id, status)
+        with self.writing(f"mark the run {status}"):
+            self.client.set_terminated(run_id, status)
 
 
 def environment_tags() -> dict[str, str]:

@@ -3,6 +3,12 @@
 It knows nothing method-specific: views come from two batched augmenters, the method turns them
 into losses, and the loop steps, schedules and reports. Loss values stay on the device until the
 end of the epoch, so the hot loop never waits on a host synchronisation.
+
+Under ``torchrun`` (a ``DistributedContext`` of W > 1) the same loop runs in every process and W
+processes with a global batch of B images train like one process with B: every rank draws the same
+data order and augments the whole global batch with the shared generator (so every random draw is
+the single-process one), then trains on its ``rank_slice`` of the rows in a DDP wrapper. With one
+process nothing is wrapped or sliced, so single-process runs are exactly what they were.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
+from bench.collapse import embedding_spread
 from bench.config import OptimConfig
 from bench.devices import autocast, grad_scaler
+from bench.distributed import DistributedContext, rank_slice, wrap
 from bench.seeding import epoch_generator
-from methods.base import ParamGroup, SSLBatch, SSLMethod
+from methods.base import ParamGroup, SSLBatch, SSLMethod, run_training_steps
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 DATA_ORDER_STREAM, AUGMENT_STREAM = 0, 1
@@ -36,6 +45,7 @@ class EpochStats:
     lr: float
     seconds: float
     images_per_second: float
+    embedding_spread: float = math.nan  # bench/collapse.py, on the last batch's first step; NaN if unknown
 
 
 class Trainer:
@@ -51,9 +61,19 @@ class Trainer:
         seed: int,
         device: torch.device,
         progress: bool = True,
+        compile: bool = False,
+        sync_batchnorm: bool = False,
+        distributed: DistributedContext | None = None,
     ) -> None:
         if batch_size > len(images):
             raise ValueError(f"batch size {batch_size} is larger than the training set ({len(images)} images)")
+        # ``batch_size`` is the global batch; each of the context's processes trains on its slice of it.
+        self.context = distributed if distributed is not None else DistributedContext(0, 1, 0, device, None)
+        if self.context.device != device:
+            raise ValueError(f"trainer device {device} is not the process group's device {self.context.device}")
+        self.rows = rank_slice(batch_size, self.context)  # refuses a batch that does not split evenly
+        # Convert BatchNorm before compiling, so the layers that run are the ones compiled.
+        self.model = wrap(method, self.context, sync_batchnorm=sync_batchnorm)
         self.method, self.images, self.views = method, images, views
         self.epochs, self.batch_size, self.seed, self.device = epochs, batch_size, seed, device
         self.batches_per_epoch = len(images) // batch_size
@@ -62,7 +82,8 @@ class Trainer:
         warmup = optim.warmup_epochs * self.batches_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda b: warmup_cosine(b, warmup, total))
         self.scaler = grad_scaler(device)
-        self.progress = progress
+        self.progress = progress and self.context.is_main  # one bar, not one per rank
+        self.compiled = compile_method(method) if compile else []
 
     def fit(self, start_epoch: int = 0, on_epoch_end: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
         history = []
@@ -91,8 +112,10 @@ class Trainer:
             index = order[b * self.batch_size : (b + 1) * self.batch_size].sort().values.numpy()
             images = torch.from_numpy(np.ascontiguousarray(self.images[index])).to(self.device, non_blocking=True)
             batch = SSLBatch(self.views[0](images, aug_generator), self.views[1](images, aug_generator), aug_generator)
+            if self.context.enabled:  # every rank augmented the global batch: keep this rank's rows
+                batch = SSLBatch(batch.view1[self.rows], batch.view2[self.rows], aug_generator)
             progress = (epoch * self.batches_per_epoch + b + 1) / (self.epochs * self.batches_per_epoch)
-            self._train_batch(batch, progress, sums)
+            embedding = self._train_batch(batch, progress, sums)
             lr = self.optimizer.param_groups[-1]["lr"]
             self.scheduler.step()
             if self.progress and (b % 10 == 0 or b == self.batches_per_epoch - 1):
@@ -103,15 +126,21 @@ class Trainer:
         if bad:
             raise TrainingFailed(f"loss became non-finite in epoch {epoch + 1} ({', '.join(bad)})")
         images_seen = self.batches_per_epoch * self.batch_size
-        return EpochStats(epoch, losses, lr, seconds, images_seen / seconds)
+        spread = embedding_spread(embedding) if embedding is not None and len(embedding) > 1 else math.nan
+        return EpochStats(epoch, losses, lr, seconds, images_seen / seconds, spread)
 
-    def _train_batch(self, batch: SSLBatch, progress: float, sums: dict[str, torch.Tensor]) -> None:
-        steps = self.method.training_steps(batch)
+    def _train_batch(self, batch: SSLBatch, progress: float, sums: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Every step of one batch; returns the first step's embedding (for the collapse watch)."""
+        # Through the (possibly DDP-wrapped) model: DDP averages gradients only of work in its forward.
+        steps = run_training_steps(self.model, batch)
+        embedding = None
         while True:
             with autocast(self.device):
                 step = next(steps, None)
             if step is None:
-                return
+                return embedding
+            if embedding is None:
+                embedding = step.embedding
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(step.loss).backward()
             self.scaler.step(self.optimizer)
@@ -132,6 +161,33 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
+
+
+def compile_method(method: nn.Module) -> list[str]:
+    """``torch.compile`` in place every module ``method`` calls in its training steps; returns their names.
+
+    Not the method's own ``forward``: that only advances its ``training_steps`` generator (so that a
+    DistributedDataParallel wrapper sees each step), which dynamo cannot trace, so compiling it would
+    compile nothing. The arithmetic is in the backbone's stages and the heads, so those are compiled.
+    ``nn.Module.compile`` swaps a module's call for a compiled one without wrapping it, so parameters,
+    optimizer groups and ``state_dict`` keys (checkpoints) are the same with and without the option.
+    Containers have no call of their own and a backbone is entered through ``stages(x, upto=k)`` as
+    well as its forward, so their members are compiled instead.
+    """
+    compiled: list[str] = []
+
+    def visit(name: str, module: nn.Module) -> None:
+        children = list(module.named_children())
+        if children and (isinstance(module, (nn.ModuleList, nn.ModuleDict)) or hasattr(module, "stages")):
+            for child_name, child in children:
+                visit(f"{name}.{child_name}", child)
+        elif any(True for _ in module.parameters()):
+            module.compile()
+            compiled.append(name)
+
+    for name, child in method.named_children():
+        visit(name, child)
+    return compiled
 
 
 def build_optimizer(groups: list[ParamGroup], optim: OptimConfig) -> torch.optim.Optimizer:

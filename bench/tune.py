@@ -52,8 +52,9 @@ SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
 }
 
 
-def open_study(name: str, storage: str | None, default_dir: Path) -> optuna.Study:
-    """A study in any RDB URL, or (default) a journal file that several processes can share."""
+def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: int = 0) -> optuna.Study:
+    """A study in any RDB URL, or (default) a journal file that several processes can share. The
+    sampler is seeded so one worker's search repeats; workers sharing a study need distinct seeds."""
     if storage is None:
         default_dir.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(default_dir / "optuna-journal.log"))
@@ -61,7 +62,7 @@ def open_study(name: str, storage: str | None, default_dir: Path) -> optuna.Stud
     else:
         storage_obj = storage
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-    sampler = optuna.samplers.TPESampler(seed=0)
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     try:
         return optuna.create_study(
             study_name=name,
@@ -75,6 +76,14 @@ def open_study(name: str, storage: str | None, default_dir: Path) -> optuna.Stud
         raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
 
 
+def check_request(method: str, trials: int) -> None:
+    """Before any study or store is opened."""
+    if method not in SEARCH_SPACES:
+        raise BenchError(f"cannot tune {method!r}; tunable methods: {', '.join(SEARCH_SPACES)}")
+    if trials < 1:
+        raise BenchError(f"--trials must be at least 1, got {trials}")
+
+
 def tune(
     tree: dict[str, Any],
     method: str,
@@ -85,10 +94,7 @@ def tune(
     ledger: Ledger,
     progress: bool = False,
 ) -> optuna.Study:
-    if method not in SEARCH_SPACES:
-        raise BenchError(f"cannot tune {method!r}; tunable methods: {', '.join(SEARCH_SPACES)}")
-    if trials < 1:
-        raise BenchError(f"--trials must be at least 1, got {trials}")
+    check_request(method, trials)
     train = tree.get("train") or {}
     batch_size, seed = int(train.get("batch_size", 64)), int(train.get("seed", 0))
     check_fits_data(build_run_config(tree, method, dataset, batch_size, seed))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from methods import distributed
 from methods.backbones import Backbone
 from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss
 from methods.heads import mlp
@@ -53,12 +54,16 @@ class BYOL(SSLMethod):
         return [ParamGroup(online)]
 
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
-        p1 = self.predictor(self.projector(self.backbone(batch.view1)))
+        z1 = self.projector(self.backbone(batch.view1))
+        p1 = self.predictor(z1)
         p2 = self.predictor(self.projector(self.backbone(batch.view2)))
         with torch.no_grad():
             t1 = self.target_projector(self.target_backbone(batch.view1))
             t2 = self.target_projector(self.target_backbone(batch.view2))
-        yield StepLoss("loss", byol(p1, t2) + byol(p2, t1))
+        # The loss is a per-sample mean, so gathering changes no gradient; it makes the loss the global
+        # batch's, identical on every rank, like every other method's.
+        p1, p2, t1, t2 = (distributed.gather(t) for t in (p1, p2, t1, t2))
+        yield StepLoss("loss", byol(p1, t2) + byol(p2, t1), z1.detach())
 
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from methods import distributed
 from methods.backbones import Backbone
 from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss
 from methods.heads import ConvBlock, EmbeddingHead
-from methods.jigsaw import jigsaw
 from methods.losses import BARLOW_VARIANTS, barlow_twins
 
 SCHEDULES = ("progressive", "joint")
@@ -59,6 +59,13 @@ class FGSSLConfig:
             raise ValueError(f"fgssl levels must be distinct values from {LEVELS}, got {self.levels}")
         if not self.levels and not self.concat:
             raise ValueError("fgssl needs at least one level or the concat step")
+        for name, width in (
+            ("embed_dim", self.embed_dim),
+            ("block_mid_channels", self.block_mid_channels),
+            ("block_out_channels", self.block_out_channels),
+        ):
+            if width < 1:
+                raise ValueError(f"fgssl {name} must be at least 1, got {width}")
         for name, value, valid in (
             ("bt_variant", self.bt_variant, BARLOW_VARIANTS),
             ("schedule", self.schedule, SCHEDULES),
@@ -73,6 +80,7 @@ class FGSSL(SSLMethod):
     name = "fgssl"
     view_recipe = "fgssl"
     config_class = FGSSLConfig
+    steps_use_every_parameter = False  # a level's step leaves the other levels' heads untouched
 
     def __init__(self, backbone: Backbone, config: FGSSLConfig) -> None:
         super().__init__(backbone, config)
@@ -102,17 +110,20 @@ class FGSSL(SSLMethod):
             if self.config.concat:
                 yield StepLoss("concat", self._concat_loss(batch))
             return
-        total = sum(step.loss for step in losses)
+        steps = list(losses)
+        total = sum(step.loss for step in steps)
         if self.config.concat:
             total = total + self._concat_loss(batch)
-        yield StepLoss("joint", total)
+        yield StepLoss("joint", total, steps[0].embedding if steps else None)
 
     def _level_loss(self, level: int, batch: SSLBatch) -> StepLoss:
         grid = self.config.grids[level - 1]
-        puzzle = jigsaw(batch.view1, grid, generator=batch.generator, per_sample=not self.config.per_batch_permutation)
+        # Under torch.distributed each rank shuffles its slice with the global batch's permutations.
+        per_sample = not self.config.per_batch_permutation
+        puzzle = distributed.sharded_jigsaw(batch.view1, grid, generator=batch.generator, per_sample=per_sample)
         e_puzzle = self._level_embedding(level, puzzle)
         e_original = self._level_embedding(level, batch.view2)
-        return StepLoss(f"level{level}", self._bt(e_puzzle, e_original))
+        return StepLoss(f"level{level}", self._bt(e_puzzle, e_original), e_original.detach())
 
     def _level_embedding(self, level: int, x: torch.Tensor) -> torch.Tensor:
         source = 1 if self.config.embed_source == "authors_code" else level
@@ -132,4 +143,5 @@ class FGSSL(SSLMethod):
         return [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
 
     def _bt(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return barlow_twins(a, b, self.config.lambd, self.config.bt_variant)
+        """Barlow Twins over the global batch: standardisation and cross-correlation see every rank's rows."""
+        return barlow_twins(distributed.gather(a), distributed.gather(b), self.config.lambd, self.config.bt_variant)

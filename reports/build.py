@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +12,16 @@ from matplotlib.backends.backend_pdf import PdfPages
 from mlflow.tracking import MlflowClient
 
 from reports import plots
-from reports.collect import FINISHED, experiment_ids, finished, load_runs, metric_columns, metric_histories, test_report
+from reports.collect import (
+    FINISHED,
+    PROTOCOLS,
+    experiment_ids,
+    finished,
+    load_runs,
+    metric_columns,
+    metric_histories,
+    test_report,
+)
 from reports.pdf import table_pages, text_page
 from reports.summary import summary_paragraph
 from reports.table import Table, write_table
@@ -20,18 +29,30 @@ from reports.tables import (
     HEADLINE_METRICS,
     TEST_METRICS,
     ablation_tables,
+    arm_name,
+    arm_sort_key,
     cell_stats,
     comparison_table,
     comparisons,
     cost_table,
     excluded_runs_table,
+    finetune_note,
     main_runs,
     method_sort_key,
     sensitivity_table,
+    short_sha,
     tests_table,
 )
 
 FORMATS = ("pdf", "md", "csv", "tex")
+FINETUNE_CURVES = (
+    ("finetune.train.loss", "Fine-tune training loss per epoch", "finetune.train.loss (sum of the step losses)"),
+    (
+        "finetune.epoch_val.balanced_accuracy",
+        "Fine-tune val balanced accuracy (stars: selected epochs)",
+        "finetune val balanced accuracy",
+    ),
+)
 
 
 @dataclass
@@ -69,12 +90,16 @@ def analyse(tracking_uri: str, experiments: list[str] | None) -> ReportData:
     runs = load_runs(client, experiment_ids(client, experiments))
     present = metric_columns(runs)
     metrics = [m for m in present if m.split(".")[1] == "test" and m.split(".")[2] in TEST_METRICS]
-    metrics.sort(key=lambda m: (m.split(".")[0], TEST_METRICS.index(m.split(".")[2])))
+    metrics.sort(key=lambda m: (PROTOCOLS.index(m.split(".")[0]), TEST_METRICS.index(m.split(".")[2])))
     headline = [m for m in HEADLINE_METRICS if m in metrics]
     stats = cell_stats(runs, metrics)
     tests = comparisons(runs, metrics)
     sensitivity = sensitivity_table(runs, headline)
     tables = [comparison_table(stats, tests, p, metrics) for p in dict.fromkeys(m.split(".")[0] for m in metrics)]
+    note = finetune_note(runs)
+    for table in tables:
+        if table.name == "comparison_finetune" and note:
+            table.notes.append(note)
     if not tests.empty:
         tables.append(tests_table(tests[tests["metric"].isin(headline)]))
     if not sensitivity.data.empty and sensitivity.data["batch_sizes"].max() >= 2:
@@ -108,10 +133,10 @@ def build_report(
     )
     folder = tables_dir(out)
     for table in data.tables:
-        summary.files.extend(write_table(table, folder, formats))
+        summary.files.extend(write_table(replace(table, data=_without_unused_weights(table.data)), folder, formats))
     if "csv" in formats:
-        data.runs.to_csv(folder / "runs.csv", index=False)
-        data.stats.to_csv(folder / "cell_statistics.csv", index=False)
+        _without_unused_weights(data.runs).to_csv(folder / "runs.csv", index=False)
+        _without_unused_weights(data.stats).to_csv(folder / "cell_statistics.csv", index=False)
         summary.files.extend([folder / "runs.csv", folder / "cell_statistics.csv"])
     if "pdf" in formats:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +144,13 @@ def build_report(
         summary.pdf = out
         summary.files.insert(0, out)
     return summary
+
+
+def _without_unused_weights(frame: pd.DataFrame) -> pd.DataFrame:
+    """The weights columns only where some run started from a weights file, so the files of a store
+    without any stay as they were before weights files existed."""
+    unused = [c for c in ("weights", "weights_file") if c in frame and not frame[c].fillna("").astype(bool).any()]
+    return frame.drop(columns=unused)
 
 
 def _write_pdf(data: ReportData, client: MlflowClient, tracking_uri: str, out: Path) -> None:
@@ -146,10 +178,17 @@ def _figures(data: ReportData, client: MlflowClient):
         by_setting = runs[runs["setting"] == setting]
         if by_setting["batch_size"].nunique() >= 2 and data.headline:
             yield plots.batch_size_figure(data.stats, setting, data.headline)
-        trained = by_setting[~by_setting["reference"]]
-        histories = metric_histories(client, trained["run_id"].tolist(), "train.loss")
+        histories = metric_histories(client, by_setting["run_id"].tolist(), "train.loss")  # random_init has none
         if not histories.empty:
-            yield plots.loss_figure(histories, trained, setting)
+            yield plots.loss_figure(histories, by_setting, setting)
+        if "finetune" in {m.split(".")[0] for m in data.metrics}:
+            for key, title, label in FINETUNE_CURVES:
+                histories = metric_histories(client, by_setting["run_id"].tolist(), key)
+                selected = (
+                    "finetune.selected_epoch" if "epoch_val" in key and "finetune.selected_epoch" in runs else None
+                )
+                if not histories.empty:
+                    yield plots.loss_figure(histories, by_setting, setting, title, label, selected)
         for protocol, metric in _confusion_metrics(data.metrics):
             reports = _best_reports(client, by_setting, protocol, metric)
             if reports:
@@ -171,15 +210,18 @@ def _confusion_metrics(metrics: list[str]) -> list[tuple[str, str]]:
 
 
 def _best_reports(client: MlflowClient, runs: pd.DataFrame, protocol: str, metric: str) -> list[tuple[str, str, dict]]:
+    """The best run's test report per method, and per weights file, which makes a method another arm."""
     reports = []
-    for method in sorted(runs["method"].unique(), key=method_sort_key):
-        candidates = runs[runs["method"] == method].dropna(subset=[metric])
+    arms = sorted(set(zip(runs["method"], runs["weights"], strict=True)), key=lambda a: arm_sort_key(a[0], False, a[1]))
+    for method, weights in arms:
+        candidates = runs[(runs["method"] == method) & (runs["weights"] == weights)].dropna(subset=[metric])
         if candidates.empty:
             continue
         best = candidates.loc[candidates[metric].idxmax()]
         report = test_report(client, best["run_id"], protocol)
         if report is not None:
-            reports.append((method, f"{best['run_name']}\n{metric.split('.')[-1]} {best[metric]:.3f}", report))
+            caption = f"{best['run_name']}\n{metric.split('.')[-1]} {best[metric]:.3f}"
+            reports.append((arm_name(method, weights), caption, report))
     return reports
 
 
@@ -207,14 +249,18 @@ def _title_blocks(data: ReportData, tracking_uri: str) -> list[tuple[str, str]]:
         f"Hardware: {hosts or 'not logged'}; device(s): {', '.join(sorted(runs['device'].replace('', '?').unique()))}\n"
         f"Package versions: {versions or 'not logged'}"
     )
+    weights = _weights_text(runs)
+    if weights:
+        provenance += f"\nWeights files (by sha256; runs from different files are never pooled): {weights}"
     blocks = [("What was run", what), ("Provenance", provenance), ("Summary", data.summary)]
     if data.notes:
         blocks.append(("Not in this report", "\n".join(f"- {note}" for note in data.notes)))
+    curves = "fine-tune curves, " if "finetune" in {m.split(".")[0] for m in data.metrics} else ""
     blocks.append(
         (
             "Contents",
             "Tables: " + "; ".join(t.title for t in data.tables) + ". Then figures: metric vs "
-            "batch size, training loss curves, confusion matrices of the best run per method, ablations.",
+            f"batch size, training loss curves, {curves}confusion matrices of the best run per method, ablations.",
         )
     )
     return blocks
@@ -244,6 +290,16 @@ def _missing_notes(runs: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
     if len(failed):
         notes.append(f"{len(failed)} run(s) did not finish and are listed in 'Runs not in the statistics'.")
     return notes
+
+
+def _weights_text(runs: pd.DataFrame) -> str:
+    """Each weights file: short and full sha256, file name(s) and the methods started from it."""
+    parts = []
+    for sha, group in runs[runs["weights"] != ""].groupby("weights", sort=True):
+        names = ", ".join(sorted({str(n) for n in group.get("weights_file", pd.Series(dtype=str)).dropna() if n}))
+        methods = ", ".join(sorted(group["method"].unique(), key=method_sort_key))
+        parts.append(f"{short_sha(sha)} = {sha}{f' ({names})' if names else ''}: {methods}")
+    return "; ".join(parts)
 
 
 def _join_ints(values: pd.Series) -> str:

@@ -14,10 +14,13 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from reports.tables import method_label, method_sort_key  # noqa: E402
+from reports.tables import arm_sort_key, method_label, with_weights  # noqa: E402
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 COLORS = {"fgssl": "tab:red", "simclr": "tab:blue", "byol": "tab:green", "barlow": "tab:purple"}
+REFERENCE_COLORS = {"random_init": "grey", "supervised": "black"}
+LOSS_TITLE = "Training loss per epoch"
+LOSS_LABEL = "train.loss (sum of the method's step losses)"
 
 
 def metric_label(metric: str) -> str:
@@ -27,7 +30,7 @@ def metric_label(metric: str) -> str:
 
 
 def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> Figure:
-    """Mean metric against batch size per method, shaded 95% CI; the reference as a dashed line."""
+    """Mean metric against batch size per method, shaded 95% CI; references dashed, runs from weights dotted."""
     fig, axes = _grid(
         len(metrics), f"Metric vs batch size — {setting} (mean over seeds; shaded: 95% CI, cut at the metric's bounds)"
     )
@@ -35,12 +38,12 @@ def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> 
     sizes = sorted(sub["batch_size"].unique())
     for ax, metric in zip(axes, metrics, strict=False):
         rows = sub[sub["metric"] == metric]
-        for (method, reference), g in sorted(
-            rows.groupby(["method", "reference"]), key=lambda kv: method_sort_key(*kv[0])
+        for (method, reference, weights), g in sorted(
+            rows.groupby(["method", "reference", "weights"]), key=lambda kv: arm_sort_key(*kv[0])
         ):
             g = g.sort_values("batch_size")
-            style = {"color": "grey", "linestyle": "--"} if reference else {"color": COLORS.get(method)}
-            ax.plot(g["batch_size"], g["mean"], marker="o", label=method_label(method, reference), **style)
+            style = _style(method, reference, weights)
+            ax.plot(g["batch_size"], g["mean"], marker="o", label=method_label(method, reference, weights), **style)
             low, high = _bounds(metric)
             ax.fill_between(
                 g["batch_size"],
@@ -57,6 +60,18 @@ def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> 
         ax.grid(alpha=0.3)
     _legend(fig, axes)
     return fig
+
+
+def _style(method: str, reference: bool, weights: str) -> dict[str, str | None]:
+    """One colour per method (references grey or black, dashed); a run from a weights file is dotted so it
+    is never mistaken for the same method from scratch."""
+    if reference:
+        style = {"color": REFERENCE_COLORS.get(method, "grey"), "linestyle": "--"}
+    else:
+        style = {"color": COLORS.get(method)}
+    if weights:
+        style["linestyle"] = ":"
+    return style
 
 
 def _bounds(metric: str) -> tuple[float, float]:
@@ -84,23 +99,39 @@ def ablation_figure(table_data: pd.DataFrame, method: str, metrics: list[str]) -
     return fig
 
 
-def loss_figure(histories: pd.DataFrame, runs: pd.DataFrame, setting: str) -> Figure:
-    """Training loss per epoch, mean over seeds (band: ±1 std), one panel per method, a line per batch size.
+def loss_figure(
+    histories: pd.DataFrame,
+    runs: pd.DataFrame,
+    setting: str,
+    title: str = LOSS_TITLE,
+    ylabel: str = LOSS_LABEL,
+    selected: str | None = None,
+) -> Figure:
+    """A per-epoch metric (training loss by default), mean over seeds (band: ±1 std), one panel per method
+    and weights file, a line per batch size. ``selected`` names a column of ``runs`` holding each run's
+    selected epoch (0-based, e.g. ``finetune.selected_epoch``), marked on its curve.
 
     Panels are separate because the methods' losses live on different scales.
     """
-    merged = histories.merge(runs[["run_id", "method", "batch_size"]], on="run_id")
-    methods = sorted(merged["method"].unique(), key=method_sort_key)
-    fig, axes = _grid(len(methods), f"Training loss per epoch — {setting} (mean over seeds, band: ±1 std)")
-    for ax, method in zip(axes, methods, strict=False):
-        for batch, g in merged[merged["method"] == method].groupby("batch_size"):
+    columns = ["run_id", "method", "reference", "weights", "batch_size", *([selected] if selected else [])]
+    merged = histories.merge(with_weights(runs)[columns], on="run_id")
+    arms = sorted(
+        set(zip(merged["method"], merged["reference"], merged["weights"], strict=True)), key=lambda a: arm_sort_key(*a)
+    )
+    fig, axes = _grid(len(arms), f"{title} — {setting} (mean over seeds, band: ±1 std)")
+    for ax, (method, reference, weights) in zip(axes, arms, strict=False):
+        of_arm = merged[(merged["method"] == method) & (merged["weights"] == weights)]
+        for batch, g in of_arm.groupby("batch_size"):
             curve = g.groupby("step")["value"].agg(["mean", "std", "count"])
             epochs = curve.index.to_numpy() + 1
-            ax.plot(epochs, curve["mean"], marker="o", label=f"batch {batch} (n={int(curve['count'].max())})")
+            line = ax.plot(epochs, curve["mean"], marker="o", label=f"batch {batch} (n={int(curve['count'].max())})")
             ax.fill_between(epochs, curve["mean"] - curve["std"], curve["mean"] + curve["std"], alpha=0.15)
-        ax.set_title(method)
+            if selected:
+                picked = g[g["step"] == g[selected]]
+                ax.scatter(picked["step"] + 1, picked["value"], marker="*", s=90, color=line[0].get_color(), zorder=3)
+        ax.set_title(method_label(method, reference, weights))
         ax.set_xlabel("epoch")
-        ax.set_ylabel("train.loss (sum of the method's step losses)")
+        ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from reports.stats import MIN_SEEDS
-from reports.tables import ALPHA, BASELINE, method_sort_key
+from reports.tables import ALPHA, BASELINE, arm_name, baseline_weights, reference_kind, sort_by_arm
 
 
 def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.DataFrame, metric: str) -> str:
@@ -33,15 +33,18 @@ def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.
 
 
 def _headline_batch(rows: pd.DataFrame) -> int:
-    """The batch size with the most methods (then the largest): where the comparison is most complete."""
-    counts = rows.groupby("batch_size")["method"].nunique()
+    """The batch size with the most methods (then the largest): where the comparison is most complete.
+
+    A method from a weights file counts apart from the same method from scratch.
+    """
+    counts = rows.drop_duplicates(["batch_size", "method", "weights"]).groupby("batch_size").size()
     return int(max(counts.index, key=lambda b: (counts[b], b)))
 
 
 def _best_sentence(setting: str, batch: int, cell: pd.DataFrame, metric: str, stats: pd.DataFrame) -> str:
     best = cell.iloc[0]
-    text = f"On {setting} at batch size {batch}, {best['method']} has the best {_name(metric)} ({_value(best)})"
-    rest = [f"{r['method']} {_value(r)}" for _, r in cell.iloc[1:].iterrows()]
+    text = f"On {setting} at batch size {batch}, {_arm(best)} has the best {_name(metric)} ({_value(best)})"
+    rest = [f"{_arm(r)} {_value(r)}" for _, r in cell.iloc[1:].iterrows()]
     text += f", ahead of {', '.join(rest)}." if rest else "; it is the only method with finished runs there."
     reference = stats[
         (stats["setting"] == setting)
@@ -50,10 +53,11 @@ def _best_sentence(setting: str, batch: int, cell: pd.DataFrame, metric: str, st
         & (stats["metric"] == metric)
         & (stats["n"] > 0)
     ]
-    for _, ref in reference.iterrows():
-        beaten = cell[cell["mean"] <= ref["mean"]]["method"].tolist()
+    for _, ref in reference.sort_values(["method", "weights"]).iterrows():
+        beaten = [_arm(r) for _, r in cell[cell["mean"] <= ref["mean"]].iterrows()]
         relation = f"matches or beats {', '.join(beaten)}" if beaten else "is below every trained method"
-        text += f" The untrained reference {ref['method']} ({_value(ref)}) {relation}."
+        kind = reference_kind(ref["method"], ref["weights"])
+        text += f" The {kind} reference {ref['method']} ({_value(ref)}) {relation}."
     return text
 
 
@@ -62,16 +66,19 @@ def _significance_sentence(tests: pd.DataFrame, setting: str, batch: int, metric
     if rows.empty:
         return f"No paired test: {setting} has no {BASELINE} runs together with another method at this batch size."
     p = rows["p_t_holm"].dropna()
+    base = rows["baseline"].iloc[0]
     if p.empty:
-        return "The differences to fgssl cannot be tested: fewer than 2 matching seeds, or identical differences."
+        return f"The differences to {base} cannot be tested: fewer than 2 matching seeds, or identical differences."
     significant = rows[rows["p_t_holm"] < ALPHA]
     if significant.empty:
         return (
-            f"None of the differences to fgssl is significant (paired t-test on matching seeds, Holm-corrected; "
+            f"None of the differences to {base} is significant (paired t-test on matching seeds, Holm-corrected; "
             f"smallest adjusted p = {p.min():.3f})."
         )
-    listed = ", ".join(f"{r.method} ({r.mean_diff:+.3f}, p = {r.p_t_holm:.3f})" for r in significant.itertuples())
-    return f"Significant differences to fgssl after Holm correction: {listed}."
+    listed = ", ".join(
+        f"{arm_name(r.method, r.weights)} ({r.mean_diff:+.3f}, p = {r.p_t_holm:.3f})" for r in significant.itertuples()
+    )
+    return f"Significant differences to {base} after Holm correction: {listed}."
 
 
 def _batch_claim_sentence(sensitivity: pd.DataFrame, setting: str, metric: str) -> str:
@@ -82,19 +89,19 @@ def _batch_claim_sentence(sensitivity: pd.DataFrame, setting: str, metric: str) 
     )
     if rows.empty or rows["batch_sizes"].max() < 2:
         return "Batch-size sensitivity is not assessed: the runs use a single batch size."
-    fg = rows[rows["method"] == BASELINE]
+    base_weights = baseline_weights(rows.loc[rows["method"] == BASELINE, "weights"])
+    is_base = (rows["method"] == BASELINE) & (rows["weights"] == base_weights)
+    fg = rows[is_base]
     if fg.empty or fg.iloc[0]["batch_sizes"] < 2:
         return f"FG-SSL's batch-size claim is not assessed on {setting}: no {BASELINE} runs at two batch sizes."
     fg = fg.iloc[0]
     text = (
-        f"Across batch sizes, fgssl's {_name(metric)} changes by {fg['slope']:+.3f} per doubling "
-        f"(range of means {fg['range']:.3f}"
+        f"Across batch sizes, {arm_name(BASELINE, fg['weights'])}'s {_name(metric)} changes by {fg['slope']:+.3f} "
+        f"per doubling (range of means {fg['range']:.3f}"
     )
-    others = rows[(rows["method"] != BASELINE) & rows["slope"].notna()].sort_values(
-        "method", key=lambda s: s.map(method_sort_key)
-    )
+    others = sort_by_arm(rows[~is_base & rows["slope"].notna()])
     if not others.empty:
-        text += "; " + ", ".join(f"{r.method} {r.slope:+.3f}" for r in others.itertuples())
+        text += "; " + ", ".join(f"{arm_name(r.method, r.weights)} {r.slope:+.3f}" for r in others.itertuples())
     text += ")"
     if not math.isfinite(fg["slope_ci_low"]):
         return text + ", too few runs for an interval, so the claim cannot be judged here."
@@ -106,7 +113,7 @@ def _batch_claim_sentence(sensitivity: pd.DataFrame, setting: str, metric: str) 
         )
     else:
         verdict = f"; its {interval} excludes 0, so on this data FG-SSL is sensitive to batch size"
-    steeper = [r.method for r in others.itertuples() if abs(r.slope) > abs(fg["slope"])]
+    steeper = [arm_name(r.method, r.weights) for r in others.itertuples() if abs(r.slope) > abs(fg["slope"])]
     if not others.empty:
         verdict += (
             f", and it is less sensitive than {', '.join(steeper)}"
@@ -119,6 +126,10 @@ def _batch_claim_sentence(sensitivity: pd.DataFrame, setting: str, metric: str) 
 def _name(metric: str) -> str:
     protocol, split, name = metric.split(".", 2)
     return f"{protocol} {name.replace('_', ' ')} on {split}"
+
+
+def _arm(row: pd.Series) -> str:
+    return arm_name(row["method"], row["weights"])
 
 
 def _value(row: pd.Series) -> str:

@@ -4,11 +4,12 @@ ablation, cost and the runs left out of the statistics."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
 
-from reports.collect import FINISHED, finished
+from reports.collect import FINETUNE_METHOD_PARAMS, FINISHED, NOT_RUN, finished, pooling_values, ran_finetune
 from reports.stats import MIN_SEEDS, Summary, batch_size_trend, holm, paired_test, summarize
 from reports.table import Table
 
@@ -19,6 +20,8 @@ HEADLINE_METRICS = (
     "knn.test.balanced_accuracy",
     "linear.test.accuracy",
     "linear.test.balanced_accuracy",
+    "finetune.test.accuracy",
+    "finetune.test.balanced_accuracy",
 )
 TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "qwk")
 ALPHA = 0.05
@@ -31,13 +34,61 @@ def method_sort_key(method: str, reference: bool = False) -> tuple[int, int, str
     return (int(reference), rank, method)
 
 
-def method_label(method: str, reference: bool) -> str:
-    return f"{method} (reference)" if reference else method
+def arm_sort_key(method: str, reference: bool = False, weights: str = "") -> tuple[int, int, str, str]:
+    """Methods in the usual order, each from scratch before its runs from weights files."""
+    return (*method_sort_key(method, reference), weights)
+
+
+def sort_by_arm(frame: pd.DataFrame, leading: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rows in report order: by the leading columns, then by method and weights (stable, so ties keep order)."""
+
+    def key(i: int) -> tuple:
+        row = frame.iloc[i]
+        arm = arm_sort_key(row["method"], bool(row.get("reference", False)), row.get("weights", ""))
+        return (*(row[c] for c in leading), arm)
+
+    return frame.iloc[sorted(range(len(frame)), key=key)]
+
+
+def short_sha(weights: str) -> str:
+    return weights[:8]
+
+
+def arm_name(method: str, weights: str = "") -> str:
+    """A method and the weights file it started from, if any: runs from other weights are another arm."""
+    return f"{method} (weights {short_sha(weights)})" if weights else method
+
+
+def method_label(method: str, reference: bool, weights: str = "") -> str:
+    notes = (["reference"] if reference else []) + ([f"weights {short_sha(weights)}"] if weights else [])
+    return f"{method} ({', '.join(notes)})" if notes else method
+
+
+def reference_kind(method: str, weights: str = "") -> str:
+    """What a reference stands for: only random_init without a weights file is an untrained backbone."""
+    if method == "random_init":
+        return f"pretrained weights {short_sha(weights)}" if weights else "untrained"
+    if method == "supervised":
+        return f"supervised from pretrained weights {short_sha(weights)}" if weights else "supervised from scratch"
+    return f"{method} from pretrained weights {short_sha(weights)}" if weights else method
+
+
+def baseline_weights(weights: Iterable[str]) -> str | None:
+    """The FG-SSL arm the others are tested against: from scratch if it ran, else the first weights file."""
+    present = sorted(set(weights))
+    if not present:
+        return None
+    return "" if "" in present else present[0]
+
+
+def with_weights(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs as the tables group them; a frame from before weights files existed means none."""
+    return runs if "weights" in runs else runs.assign(weights="")
 
 
 def main_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Finished runs of each method's main option set (ablation variants are reported apart)."""
-    runs = finished(frame)
+    runs = with_weights(finished(frame))
     return runs[runs["variant"] == ""]
 
 
@@ -45,8 +96,8 @@ def cell_stats(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Long table: one row per setting, batch size, method and metric with n, mean, std and the 95% CI."""
     rows = []
     runs = main_runs(frame)
-    for (setting, batch, method, reference), group in runs.groupby(
-        ["setting", "batch_size", "method", "reference"], sort=False
+    for (setting, batch, method, reference, weights), group in runs.groupby(
+        ["setting", "batch_size", "method", "reference", "weights"], sort=False
     ):
         for metric in metrics:
             values = group[metric].tolist() if metric in group else []
@@ -57,6 +108,7 @@ def cell_stats(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                     "batch_size": int(batch),
                     "method": method,
                     "reference": bool(reference),
+                    "weights": weights,
                     "metric": metric,
                     "n": s.n,
                     "mean": s.mean,
@@ -67,31 +119,53 @@ def cell_stats(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
             )
     table = pd.DataFrame(
         rows,
-        columns=["setting", "batch_size", "method", "reference", "metric", "n", "mean", "std", "ci_low", "ci_high"],
+        columns=[
+            "setting",
+            "batch_size",
+            "method",
+            "reference",
+            "weights",
+            "metric",
+            "n",
+            "mean",
+            "std",
+            "ci_low",
+            "ci_high",
+        ],
     )
-    order = table.apply(lambda r: (r["setting"], r["batch_size"], method_sort_key(r["method"], r["reference"])), axis=1)
-    return table.iloc[sorted(range(len(table)), key=lambda i: order.iloc[i])].reset_index(drop=True)
+    return sort_by_arm(table, ("setting", "batch_size")).reset_index(drop=True)
 
 
 def comparisons(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     """Each method against FG-SSL on matching seeds, per setting, batch size and metric; Holm-corrected over
-    the methods compared in that cell group (one family per column of the comparison table)."""
+    the methods compared in that cell group (one family per column of the comparison table).
+
+    A method started from a weights file is an arm of its own (never pooled with its runs from scratch);
+    the baseline is FG-SSL from scratch when it ran, so every arm is tested against the same runs.
+    """
     rows = []
     runs = main_runs(frame)
     for (setting, batch), group in runs.groupby(["setting", "batch_size"], sort=True):
-        base = group[group["method"] == BASELINE]
-        if base.empty:
+        base_weights = baseline_weights(group.loc[group["method"] == BASELINE, "weights"])
+        if base_weights is None:
             continue
+        base = group[(group["method"] == BASELINE) & (group["weights"] == base_weights)]
         others = sorted(
-            {(m, r) for m, r in zip(group["method"], group["reference"], strict=True) if m != BASELINE},
-            key=lambda mr: method_sort_key(*mr),
+            {
+                (m, r, w)
+                for m, r, w in zip(group["method"], group["reference"], group["weights"], strict=True)
+                if (m, w) != (BASELINE, base_weights)
+            },
+            key=lambda arm: arm_sort_key(*arm),
         )
         for metric in metrics:
             if metric not in group:
                 continue
             family = []
-            for method, _ in others:
-                runs_m = group[group["method"] == method]
+            for method, _, weights in others:
+                runs_m = group[(group["method"] == method) & (group["weights"] == weights)]
+                if runs_m[metric].isna().all():
+                    continue  # this arm did not run the protocol (e.g. no fine-tune): nothing to test
                 test = paired_test(_by_seed(runs_m, metric), _by_seed(base, metric))
                 family.append(
                     {
@@ -99,7 +173,8 @@ def comparisons(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
                         "batch_size": int(batch),
                         "metric": metric,
                         "method": method,
-                        "baseline": BASELINE,
+                        "weights": weights,
+                        "baseline": arm_name(BASELINE, base_weights),
                         "n_pairs": test.n,
                         "mean_diff": test.mean_diff,
                         "t": test.t_stat,
@@ -116,6 +191,7 @@ def comparisons(frame: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         "batch_size",
         "metric",
         "method",
+        "weights",
         "baseline",
         "n_pairs",
         "mean_diff",
@@ -160,20 +236,33 @@ def comparison_table(stats: pd.DataFrame, tests: pd.DataFrame, protocol: str, me
     """Methods (and the reference) x settings and batch sizes for one protocol's test metrics; best in bold."""
     cols = [m for m in metrics if m.startswith(f"{protocol}.test.")]
     sub = stats[stats["metric"].isin(cols)]
-    keys = sub[["setting", "batch_size", "method", "reference"]].drop_duplicates()
-    marks = {(r.setting, r.batch_size, r.metric, r.method): significance_mark(r.p_t_holm) for r in tests.itertuples()}
+    arm = ["setting", "batch_size", "method", "reference", "weights"]
+    ran = sub.groupby(arm, sort=False)["n"].transform("max") > 0
+    not_run = sub[~ran].drop_duplicates(arm)
+    sub = sub[ran]  # an arm that never ran this protocol (e.g. no fine-tune) has no row in its table
+    keys = sub[arm].drop_duplicates()
+    marks = {
+        (r.setting, r.batch_size, r.metric, r.method, r.weights): significance_mark(r.p_t_holm)
+        for r in tests.itertuples()
+    }
     display_rows, data_rows, bold = [], [], set()
     for i, key in enumerate(keys.itertuples(index=False)):
-        disp = {"dataset": key.setting, "batch": str(key.batch_size), "method": method_label(key.method, key.reference)}
+        disp = {
+            "dataset": key.setting,
+            "batch": str(key.batch_size),
+            "method": method_label(key.method, key.reference, key.weights),
+        }
         for metric in cols:
             match = sub[
                 (sub["setting"] == key.setting)
                 & (sub["batch_size"] == key.batch_size)
                 & (sub["method"] == key.method)
+                & (sub["weights"] == key.weights)
                 & (sub["metric"] == metric)
             ]
             s = _summary_of(match.iloc[0])
-            disp[_short(metric)] = format_cell(s, marks.get((key.setting, key.batch_size, metric, key.method), ""))
+            mark = marks.get((key.setting, key.batch_size, metric, key.method, key.weights), "")
+            disp[_short(metric)] = format_cell(s, mark)
             data_rows.append(match.iloc[0].to_dict())
             block = sub[
                 (sub["setting"] == key.setting) & (sub["batch_size"] == key.batch_size) & (sub["metric"] == metric)
@@ -188,6 +277,12 @@ def comparison_table(stats: pd.DataFrame, tests: pd.DataFrame, protocol: str, me
         "compared in that column.",
         FEW_NOTE,
     ]
+    if len(not_run):
+        listed = ", ".join(
+            f"{method_label(r.method, r.reference, r.weights)} at batch {r.batch_size} on {r.setting}"
+            for r in not_run.itertuples()
+        )
+        notes.append(f"No finished run evaluated with {protocol}: {listed}.")
     return Table(
         f"comparison_{protocol}",
         f"Comparison on test ({protocol} protocol)",
@@ -198,6 +293,20 @@ def comparison_table(stats: pd.DataFrame, tests: pd.DataFrame, protocol: str, me
     )
 
 
+def finetune_note(frame: pd.DataFrame) -> str | None:
+    """How each method of the comparison was fine-tuned: bench's ``auto`` mode differs by method."""
+    runs = main_runs(frame)
+    runs = runs[ran_finetune(runs)]
+    if "param.eval.finetune_mode" not in runs or runs.empty:
+        return None
+    grids = runs.get("param.eval.finetune_grids", pd.Series("", index=runs.index)).fillna("").astype(str)
+    modes = runs["param.eval.finetune_mode"].fillna("?").astype(str) + grids.map(lambda g: f" (grids {g})" if g else "")
+    parts = []
+    for method in sorted(runs["method"].unique(), key=method_sort_key):
+        parts.append(f"{method} {' / '.join(sorted(modes[runs['method'] == method].unique()))}")
+    return "Fine-tune mode per method: " + "; ".join(parts) + "."
+
+
 def tests_table(tests: pd.DataFrame) -> Table:
     """The paired tests behind the significance marks, with raw and Holm-adjusted p-values."""
     disp = pd.DataFrame(
@@ -205,7 +314,7 @@ def tests_table(tests: pd.DataFrame) -> Table:
             "dataset": tests["setting"],
             "batch": tests["batch_size"].astype(str),
             "metric": tests["metric"].map(_short_with_protocol),
-            "method": tests["method"],
+            "method": [arm_name(m, w) for m, w in zip(tests["method"], tests["weights"], strict=True)],
             "pairs": tests["n_pairs"].astype(str),
             "diff vs fgssl": tests["mean_diff"].map(lambda v: _num(v, "+.3f")),
             "t": tests["t"].map(lambda v: _num(v, ".2f")),
@@ -239,14 +348,18 @@ def sensitivity_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
     sizes = sorted(int(b) for b in runs["batch_size"].dropna().unique())
     display_rows, data_rows = [], []
     for setting, by_setting in runs.groupby("setting"):
-        methods = sorted(by_setting["method"].unique(), key=method_sort_key)
+        arms = sorted(
+            set(zip(by_setting["method"], by_setting["weights"], strict=True)),
+            key=lambda a: arm_sort_key(a[0], False, a[1]),
+        )
         for metric in metrics:
-            for method in methods:
-                group = by_setting[(by_setting["method"] == method)].dropna(subset=[metric])
+            for method, weights in arms:
+                group = by_setting[(by_setting["method"] == method) & (by_setting["weights"] == weights)]
+                group = group.dropna(subset=[metric])
                 if group.empty:
                     continue
-                disp = {"dataset": setting, "metric": _short_with_protocol(metric), "method": method}
-                data = {"setting": setting, "metric": metric, "method": method}
+                disp = {"dataset": setting, "metric": _short_with_protocol(metric), "method": arm_name(method, weights)}
+                data = {"setting": setting, "metric": metric, "method": method, "weights": weights}
                 for size in sizes:
                     s = summarize(group.loc[group["batch_size"] == size, metric].tolist())
                     disp[f"b={size}"] = format_cell(s, lines=1)
@@ -296,20 +409,25 @@ def sensitivity_table(frame: pd.DataFrame, metrics: list[str]) -> Table:
 def ablation_tables(frame: pd.DataFrame, metrics: list[str]) -> list[Table]:
     """One table per method whose runs differ in ``method.*`` options (e.g. FG-SSL levels, schedule, grids)."""
     tables = []
-    runs = finished(frame)
+    runs = with_weights(finished(frame))
     for method, by_method in runs.groupby("method"):
         if by_method["variant"].nunique() < 2:
             continue
         option_cols = [
             c for c in by_method.columns if c.startswith("param.method.") and by_method[c].fillna("").nunique() > 1
         ]
+        finetune_cols = [f"param.{k}" for k in FINETUNE_METHOD_PARAMS if f"param.{k}" in by_method]
+        pooled = pooling_values(by_method, finetune_cols)  # NOT_RUN where the run did not fine-tune
+        finetune_cols = [c for c in finetune_cols if pooled.loc[pooled[c] != NOT_RUN, c].nunique() > 1]
+        by_method = by_method.assign(**{c: pooled[c] for c in finetune_cols})
+        option_cols += finetune_cols
+        if by_method["weights"].nunique() > 1:  # runs from other weights are never pooled
+            option_cols = ["weights", *option_cols]
         display_rows, data_rows = [], []
         groups = by_method.groupby(["setting", "batch_size", *option_cols], dropna=False, sort=True)
         for key, group in groups:
             setting, batch, *values = key
-            label = ", ".join(
-                f"{c.removeprefix('param.method.')}={v}" for c, v in zip(option_cols, values, strict=True)
-            )
+            label = ", ".join(_option_text(c, v) for c, v in zip(option_cols, values, strict=True))
             main = (group["variant"] == "").all()
             disp = {"dataset": setting, "batch": str(batch), "options": label + (" (main)" if main else "")}
             data = {"setting": setting, "batch_size": batch, "options": label, "main": main}
@@ -345,6 +463,12 @@ def ablation_tables(frame: pd.DataFrame, metrics: list[str]) -> list[Table]:
     return tables
 
 
+def _option_text(column: str, value: object) -> str:
+    if column == "weights":
+        return f"weights={short_sha(str(value)) or 'none'}"
+    return f"{column.removeprefix('param.method.').removeprefix('param.eval.')}={value}"
+
+
 def cost_table(frame: pd.DataFrame) -> Table:
     """Wall time and throughput per method and batch size; memory only if a run logged it."""
     runs = main_runs(frame)
@@ -352,19 +476,26 @@ def cost_table(frame: pd.DataFrame) -> Table:
     display_rows, data_rows = [], []
     keys = sorted(
         {
-            (s, int(b), m, r)
-            for s, b, m, r in runs[["setting", "batch_size", "method", "reference"]].itertuples(index=False)
+            (s, int(b), m, r, w)
+            for s, b, m, r, w in runs[["setting", "batch_size", "method", "reference", "weights"]].itertuples(
+                index=False
+            )
         },
-        key=lambda k: (k[0], k[1], method_sort_key(k[2], k[3])),
+        key=lambda k: (k[0], k[1], arm_sort_key(k[2], k[3], k[4])),
     )
-    for setting, batch, method, reference in keys:
-        group = runs[(runs["setting"] == setting) & (runs["batch_size"] == batch) & (runs["method"] == method)]
+    for setting, batch, method, reference, weights in keys:
+        group = runs[
+            (runs["setting"] == setting)
+            & (runs["batch_size"] == batch)
+            & (runs["method"] == method)
+            & (runs["weights"] == weights)
+        ]
         seconds = summarize(_col(group, "run.seconds"))
         speed = summarize(_col(group, "train.images_per_second"))
         disp = {
             "dataset": setting,
             "batch": str(batch),
-            "method": method_label(method, reference),
+            "method": method_label(method, reference, weights),
             "runs": str(len(group)),
             "wall time (min)": _mean_std(seconds, 60.0),
             "train images/s": _mean_std(speed, 1.0, ".1f"),
@@ -373,6 +504,7 @@ def cost_table(frame: pd.DataFrame) -> Table:
             "setting": setting,
             "batch_size": batch,
             "method": method,
+            "weights": weights,
             "runs": len(group),
             "run_seconds_mean": seconds.mean,
             "run_seconds_std": seconds.std,
@@ -397,12 +529,12 @@ def cost_table(frame: pd.DataFrame) -> Table:
 
 def excluded_runs_table(frame: pd.DataFrame) -> Table:
     """Every run that is not FINISHED, with why: these are never silently dropped."""
-    runs = frame[frame["status"] != FINISHED]
+    runs = with_weights(frame[frame["status"] != FINISHED])
     disp = pd.DataFrame(
         {
             "run": runs["run_name"],
             "status": runs["status"],
-            "method": runs["method"],
+            "method": [arm_name(m, w) for m, w in zip(runs["method"], runs["weights"], strict=True)],
             "dataset": runs["setting"],
             "batch": runs["batch_size"].astype(str),
             "seed": runs["seed"].astype(str),

@@ -138,6 +138,52 @@ def test_one_method_store_gives_a_smaller_report(store, tmp_path):
     assert only_csv.pdf is None and all(p.suffix == ".csv" for p in only_csv.files)
 
 
+@pytest.fixture(scope="session")
+def finetune_store(tmp_path_factory) -> tuple[str, str]:
+    """Every method kind fine-tuned by the real CLI: fgssl (progressive, bench's auto mode), simclr
+    (plain), both references, and random_init from a weights file; returns the URI and the file's sha256."""
+    import hashlib
+
+    import torch
+    import torchvision
+
+    root = tmp_path_factory.mktemp("finetune")
+    weights = root / "resnet18.pt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    common = ["--batch-sizes", "16", "--seeds", "0", "1", "--eval", "knn,linear,finetune", "--finetune-epochs", "1"]
+    bench(uri, "ft", "--methods", "fgssl", "simclr", "random_init", "supervised", *common)
+    bench(uri, "ft", "--methods", "random_init", "--weights", str(weights), *common)
+    return uri, hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+@pytest.mark.slow
+@pdftotext
+def test_finetune_and_references_report(finetune_store, tmp_path):
+    uri, sha = finetune_store
+    out = tmp_path / "ft.pdf"
+    build_report(uri, ["ft"], out)
+    text = " ".join(pdf_text(out).split())
+    runs = runs_of(uri, "ft")
+    assert set(runs["setting"]) == {"synthetic"}  # fgssl's progressive fine-tune does not split it off
+    assert set(runs["variant"]) == {""}
+
+    folder = out.parent / "ft_tables"
+    shown = pd.read_csv(folder / "comparison_finetune.csv")
+    arms = set(zip(shown["method"], shown["weights"].fillna(""), strict=True))
+    assert arms == {("fgssl", ""), ("simclr", ""), ("random_init", ""), ("random_init", sha), ("supervised", "")}
+    values = runs[(runs["method"] == "random_init") & (runs["weights"] == sha)]["finetune.test.accuracy"]
+    assert f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" in text
+    assert f"random_init (reference, weights {sha[:8]})" in text and "supervised (reference)" in text
+    assert "The untrained reference random_init" in text
+    assert "The supervised from scratch reference supervised" in text
+    assert f"The pretrained weights {sha[:8]} reference random_init" in text
+    assert "fgssl progressive" in text and "simclr plain" in text
+    tests = pd.read_csv(folder / "paired_tests.csv")
+    assert "finetune.test.accuracy" in set(tests["metric"])
+    assert "Fine-tune training loss per epoch" in text and "Fine-tune val balanced accuracy" in text
+
+
 def test_unknown_experiment_and_empty_store_are_clear_errors(tmp_path):
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
     with pytest.raises(ValueError, match="no runs"):

@@ -129,3 +129,41 @@ def test_comparisons_holm_over_methods_and_missing_cells():
     cells = cell_stats(frame, ["knn.test.accuracy"]).set_index("method")
     assert cells.loc["barlow", "n"] == 1 and math.isnan(cells.loc["barlow", "std"])
     assert list(cells.index) == ["fgssl", "simclr", "byol", "barlow"]
+
+
+def test_weights_files_are_separate_arms_and_fgssl_from_scratch_is_the_baseline():
+    sha = "ab" * 32
+    frame = _runs(
+        [
+            ("fgssl", 0, 0.50),
+            ("fgssl", 1, 0.52),
+            ("fgssl", 2, 0.55),
+            ("fgssl", 0, 0.70),  # fgssl from weights: an arm of its own, never the baseline
+            ("fgssl", 1, 0.72),
+            ("fgssl", 2, 0.71),
+            ("random_init", 0, 0.40),
+            ("random_init", 1, 0.41),
+            ("random_init", 2, 0.45),
+            ("random_init", 0, 0.60),
+            ("random_init", 1, 0.66),
+            ("random_init", 2, 0.62),
+        ]
+    )
+    frame["weights"] = ["", "", "", sha, sha, sha, "", "", "", sha, sha, sha]
+    cells = cell_stats(frame, ["knn.test.accuracy"])
+    assert list(zip(cells["method"], cells["weights"], strict=True)) == [
+        ("fgssl", ""),
+        ("fgssl", sha),
+        ("random_init", ""),
+        ("random_init", sha),
+    ]
+    assert list(cells["n"]) == [3, 3, 3, 3]
+    assert list(cells["mean"]) == pytest.approx([0.52333333, 0.71, 0.42, 0.62666667])
+
+    tests = comparisons(frame, ["knn.test.accuracy"]).set_index(["method", "weights"])
+    base = [0.50, 0.52, 0.55]
+    assert set(tests["baseline"]) == {"fgssl"}
+    assert tests.loc[("fgssl", sha), "p_t"] == pytest.approx(sps.ttest_rel([0.70, 0.72, 0.71], base).pvalue)
+    assert tests.loc[("random_init", sha), "mean_diff"] == pytest.approx(0.62666667 - 0.52333333)
+    assert tests.loc[("random_init", ""), "p_t"] == pytest.approx(sps.ttest_rel([0.40, 0.41, 0.45], base).pvalue)
+    assert len(tests) == 3  # Holm's family: three arms against one baseline

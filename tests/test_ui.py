@@ -1,23 +1,17 @@
 """``bench ui`` serves the harness's store: a real MLflow server on loopback, queried over REST."""
 
 import json
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
+from servers import free_port
 
 from bench.cli import main
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_bench_ui_lists_the_runs_over_rest(tmp_path):

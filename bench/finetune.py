@@ -1,0 +1,370 @@
+"""Full fine-tuning with the train labels: the paper's evaluation protocol.
+
+Two ways to fine-tune a pretrained backbone (a copy: the pretrained model itself is left as it was):
+
+- ``plain``: a new linear classifier on the backbone's pooled embedding, cross-entropy, one optimizer
+  step per batch (the baselines' protocol).
+- ``progressive``: PMG's progressive fine-tune (PAPER.md, fine-tuning): one classifier per hierarchical
+  level (layer2, layer3, layer4) plus one on the concatenation; per batch, one optimizer step on
+  ``CE(logits_k(jigsaw(x, n_k)))`` for k = 1, 2, 3, then one on ``2 * CE(logits_concat(x))``. A
+  prediction is the argmax of the summed logits of the four heads on the unshuffled image. FG-SSL
+  brings its pretrained hierarchical blocks and embedding heads; any other backbone gets new ones
+  (``eval.finetune_block_channels``, ``eval.finetune_embed_dim``), so the progressive fine-tune can
+  be applied to every method and the effect of pretraining separated from that of fine-tuning.
+
+Model selection: after every epoch the model is scored on validation (balanced accuracy); the test
+split is scored once, with the weights of the selected epoch (ties: the earliest). The authors scored
+test every epoch; the harness does not.
+
+Everything random (data order, augmentation, jigsaw orders, new heads) comes from generators seeded
+by the run's seed, so a CPU run repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from bench.config import EvalConfig, OptimConfig
+from bench.devices import autocast, grad_scaler
+from bench.evaluate import ProtocolResult, Transform
+from bench.metrics import classification_metrics, confusion_and_per_class
+from bench.seeding import epoch_generator
+from bench.trainer import EpochStats, TrainingFailed, build_optimizer, warmup_cosine
+from datasets import Dataset, ImageSplit
+from datasets.augment import build_eval_transform, build_finetune_transform
+from methods.backbones import Backbone
+from methods.base import ParamGroup, SSLMethod
+from methods.fgssl import FGSSL
+from methods.heads import ConvBlock, EmbeddingHead
+from methods.jigsaw import jigsaw
+
+DATA_ORDER_STREAM, AUGMENT_STREAM = 2, 3  # distinct from the SSL trainer's streams (0, 1)
+HEAD_SEED_OFFSET = 1_000_003
+PMG_CONCAT_WEIGHT = 2.0
+
+
+class PlainClassifier(nn.Module):
+    """Backbone + a linear classifier on its pooled embedding; one cross-entropy step per batch."""
+
+    step_names = ("ce",)
+
+    def __init__(self, backbone: Backbone, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.out_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+    def training_steps(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        yield "ce", F.cross_entropy(self(x), y)
+
+
+class ProgressiveClassifier(nn.Module):
+    """PMG's progressive classifier over the backbone's layer2/3/4 maps (levels 1-3) and their concat.
+
+    ``blocks[k]`` turns the level-k map into a pooled vector ``h_k``, ``embeddings[k]`` embeds it and
+    ``classifiers[k]`` scores it; the concat head scores ``cat(h_1, h_2, h_3)``.
+    """
+
+    step_names = ("level1", "level2", "level3", "concat")
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        blocks: nn.ModuleList,
+        embeddings: nn.ModuleList,
+        concat_embedding: nn.Module,
+        embed_dim: int,
+        num_classes: int,
+        grids: tuple[int, int, int],
+        concat_weight: float = PMG_CONCAT_WEIGHT,
+    ) -> None:
+        super().__init__()
+        if len(blocks) != 3 or len(embeddings) != 3 or len(grids) != 3:
+            raise ValueError("the progressive classifier needs three blocks, embeddings and grids")
+        self.backbone, self.blocks, self.embeddings = backbone, blocks, embeddings
+        self.concat_embedding = concat_embedding
+        self.classifiers = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(3))
+        self.concat_classifier = nn.Linear(embed_dim, num_classes)
+        self.grids = tuple(grids)
+        self.concat_weight = concat_weight
+
+    def level_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of the three levels and the concat head on ``x`` (one pass through the backbone)."""
+        hidden = [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
+        logits = [clf(emb(h)) for clf, emb, h in zip(self.classifiers, self.embeddings, hidden, strict=True)]
+        logits.append(self.concat_classifier(self.concat_embedding(torch.cat(hidden, dim=1))))
+        return logits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The prediction PMG makes: the sum of the four heads' logits."""
+        return torch.stack(self.level_logits(x)).sum(dim=0)
+
+    def training_steps(
+        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
+    ) -> Iterator[tuple[str, torch.Tensor]]:
+        """Level k on a jigsaw of grid n_k (only the backbone up to stage k runs), then the concat head
+        on the unshuffled images; the caller steps the optimizer after each."""
+        for level in (1, 2, 3):
+            puzzle = jigsaw(x, self.grids[level - 1], generator=generator)
+            hidden = self.blocks[level - 1](self.backbone.stages(puzzle, upto=level)[-1])
+            logits = self.classifiers[level - 1](self.embeddings[level - 1](hidden))
+            yield f"level{level}", F.cross_entropy(logits, y)
+        hidden = [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
+        logits = self.concat_classifier(self.concat_embedding(torch.cat(hidden, dim=1)))
+        yield "concat", self.concat_weight * F.cross_entropy(logits, y)
+
+
+Classifier = PlainClassifier | ProgressiveClassifier
+
+
+def build_classifier(
+    pretrained: nn.Module, mode: str, num_classes: int, evaluation: EvalConfig, seed: int
+) -> Classifier:
+    """A classifier on a deep copy of ``pretrained`` (a ``Backbone`` or an ``SSLMethod``).
+
+    Progressive on FG-SSL reuses its pretrained blocks and embedding heads; on anything else it builds
+    new ones. New modules are initialised from a generator seeded by ``seed`` alone, so they do not
+    depend on how much randomness pretraining consumed (resumed and uninterrupted runs agree).
+    """
+    if mode not in ("plain", "progressive"):
+        raise ValueError(f"unknown fine-tune mode {mode!r}; valid: plain, progressive")
+    source = copy.deepcopy(pretrained)
+    backbone = source.backbone if isinstance(source, SSLMethod) else source
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + HEAD_SEED_OFFSET)
+        if mode == "plain":
+            return PlainClassifier(backbone, num_classes)
+        if isinstance(source, FGSSL):
+            return ProgressiveClassifier(
+                backbone,
+                source.blocks,
+                source.embeddings,
+                source.concat_embedding,
+                source.config.embed_dim,
+                num_classes,
+                evaluation.finetune_grids,
+                source.config.concat_weight,
+            )
+        mid, out = evaluation.finetune_block_channels
+        dim = evaluation.finetune_embed_dim
+        return ProgressiveClassifier(
+            backbone,
+            nn.ModuleList(ConvBlock(channels, mid, out) for channels in backbone.stage_channels),
+            nn.ModuleList(EmbeddingHead(out, dim) for _ in range(3)),
+            EmbeddingHead(3 * out, dim),
+            dim,
+            num_classes,
+            evaluation.finetune_grids,
+        )
+
+
+class ClassifierTrainer:
+    """Supervised training of a classifier: seeded data order and augmentation per (seed, epoch), one
+    optimizer step per loss the classifier yields, per-batch cosine schedule (with optional warm-up)."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        split: ImageSplit,
+        transform: Transform,
+        optim: OptimConfig,
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        backbone_lr_scale: float = 1.0,
+        progress: bool = True,
+        name: str = "finetune",
+    ) -> None:
+        if batch_size > len(split):
+            raise ValueError(f"batch size {batch_size} is larger than the training set ({len(split)} images)")
+        self.model, self.split, self.transform = model, split, transform
+        self.epochs, self.batch_size, self.seed, self.device = epochs, batch_size, seed, device
+        self.labels = torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
+        self.batches_per_epoch = len(split) // batch_size
+        backbone = {id(p) for p in model.backbone.parameters()}
+        groups = [
+            ParamGroup(list(model.backbone.parameters()), backbone_lr_scale),
+            ParamGroup([p for p in model.parameters() if id(p) not in backbone], 1.0),
+        ]
+        self.optimizer = build_optimizer(groups, optim)
+        total, warmup = epochs * self.batches_per_epoch, optim.warmup_epochs * self.batches_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda b: warmup_cosine(b, warmup, total))
+        self.scaler = grad_scaler(device)
+        self.progress, self.name = progress, name
+
+    def fit(self, start_epoch: int = 0, on_epoch_end: Callable[[EpochStats], None] | None = None) -> None:
+        for epoch in range(start_epoch, self.epochs):
+            stats = self.run_epoch(epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+
+    def run_epoch(self, epoch: int) -> EpochStats:
+        self.model.train()
+        order = torch.randperm(len(self.split), generator=epoch_generator(self.seed, epoch, DATA_ORDER_STREAM))
+        generator = epoch_generator(self.seed, epoch, AUGMENT_STREAM, self.device)
+        sums = {name: torch.zeros((), device=self.device) for name in self.model.step_names}
+        lr = self.optimizer.param_groups[-1]["lr"]
+        start = time.perf_counter()
+        bar = tqdm(
+            range(self.batches_per_epoch),
+            desc=f"{self.name} epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        )
+        for b in bar:
+            index = order[b * self.batch_size : (b + 1) * self.batch_size].sort().values
+            images = torch.from_numpy(np.ascontiguousarray(self.split.images[index.numpy()])).to(self.device)
+            x = self.transform(images, generator)
+            y = self.labels[index].to(self.device)
+            steps = self.model.training_steps(x, y, generator)
+            while True:
+                with autocast(self.device):
+                    step = next(steps, None)
+                if step is None:
+                    break
+                name, loss = step
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                sums[name] += loss.detach()
+            lr = self.optimizer.param_groups[-1]["lr"]
+            self.scheduler.step()
+            if self.progress and (b % 10 == 0 or b == self.batches_per_epoch - 1):
+                bar.set_postfix(loss=f"{sum(sums.values()).item() / (b + 1):.4g}")
+        seconds = time.perf_counter() - start
+        losses = {name: total.item() / self.batches_per_epoch for name, total in sums.items()}
+        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise TrainingFailed(f"{self.name} loss became non-finite in epoch {epoch + 1} ({', '.join(bad)})")
+        return EpochStats(epoch, losses, lr, seconds, self.batches_per_epoch * self.batch_size / seconds)
+
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@torch.inference_mode()
+def predict_scores(
+    model: nn.Module, split: ImageSplit, transform: Transform, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """Class probabilities ``[N, classes]`` (softmax of the logits; PMG: of the summed logits), eval mode."""
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    chunks = []
+    for start in range(0, len(split), batch_size):
+        images = torch.from_numpy(np.array(split.images[start : start + batch_size])).to(device)  # writable copy
+        chunks.append(torch.softmax(model(transform(images, generator)).float(), dim=1).cpu())
+    return torch.cat(chunks).numpy()
+
+
+@dataclass
+class BestEpoch:
+    """Model selection: keeps the first epoch with the highest validation score and a copy of its weights."""
+
+    epoch: int = -1
+    score: float = -math.inf
+    state: dict[str, torch.Tensor] | None = None
+    val_scores: np.ndarray | None = None
+
+    def offer(self, epoch: int, score: float, model: nn.Module, val_scores: np.ndarray) -> bool:
+        """Record ``epoch`` if it beats every earlier one (ties keep the earlier); True if it did."""
+        if self.state is not None and not score > self.score:
+            return False
+        self.epoch, self.score, self.val_scores = epoch, score, val_scores
+        self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return True
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """What the caller logs after each fine-tune epoch."""
+
+    stats: EpochStats
+    val_balanced_accuracy: float
+
+
+def finetune(
+    pretrained: nn.Module,
+    dataset: Dataset,
+    evaluation: EvalConfig,
+    seed: int,
+    device: torch.device,
+    *,
+    class_names: tuple[str, ...],
+    ordinal: bool,
+    progress: bool = True,
+    on_epoch_end: Callable[[EpochReport, Classifier], None] | None = None,
+) -> ProtocolResult:
+    """Fine-tune a copy of ``pretrained`` for ``eval.finetune_epochs`` (AdamW, cosine), select the
+    epoch with the best validation balanced accuracy and score test once with its weights.
+
+    Metrics are ``val.*`` and ``test.*`` at the selected epoch plus ``selected_epoch`` (0-based, the
+    step of the per-epoch values ``on_epoch_end`` receives)."""
+    model = build_classifier(pretrained, evaluation.finetune_mode, dataset.num_classes, evaluation, seed).to(device)
+    optim = OptimConfig(name="adamw", lr=evaluation.finetune_lr, weight_decay=evaluation.finetune_weight_decay)
+    trainer = ClassifierTrainer(
+        model,
+        dataset.train,
+        build_finetune_transform(dataset.image_size),
+        optim,
+        epochs=evaluation.finetune_epochs,
+        batch_size=evaluation.finetune_batch_size,
+        seed=seed,
+        device=device,
+        backbone_lr_scale=evaluation.finetune_backbone_lr_scale,
+        progress=progress,
+        name=f"finetune ({evaluation.finetune_mode})",
+    )
+    transform = build_eval_transform(dataset.image_size)
+    best = BestEpoch()
+    history = []
+    for epoch in range(evaluation.finetune_epochs):
+        stats = trainer.run_epoch(epoch)
+        val_scores = predict_scores(model, dataset.val, transform, device, evaluation.batch_size)
+        val_balanced = classification_metrics(dataset.val.labels, val_scores)["balanced_accuracy"]
+        history.append(val_balanced)
+        best.offer(epoch, val_balanced, model, val_scores)
+        if on_epoch_end is not None:
+            on_epoch_end(EpochReport(stats, val_balanced), model)
+    selected, val_scores = best.epoch, best.val_scores
+    model.load_state_dict(best.state)
+    test_scores = predict_scores(model, dataset.test, transform, device, evaluation.batch_size)
+    metrics: dict[str, float] = {"selected_epoch": float(selected)}
+    for split, scores in (("val", val_scores), ("test", test_scores)):
+        labels = getattr(dataset, split).labels
+        metrics.update({f"{split}.{k}": v for k, v in classification_metrics(labels, scores, ordinal=ordinal).items()})
+    selection = {
+        "mode": evaluation.finetune_mode,
+        "selected_epoch": selected,
+        "epochs": evaluation.finetune_epochs,
+        "val_balanced_accuracy_per_epoch": history,
+    }
+    return ProtocolResult(metrics, confusion_and_per_class(dataset.test.labels, test_scores, class_names), selection)
