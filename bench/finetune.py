@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,14 +31,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from bench.config import EvalConfig, OptimConfig
-from bench.devices import autocast, grad_scaler
+from bench.devices import autocast
 from bench.evaluate import ProtocolResult, Transform
 from bench.metrics import classification_metrics, confusion_and_per_class
-from bench.seeding import epoch_generator
-from bench.trainer import EpochStats, TrainingFailed, build_optimizer, warmup_cosine
+from bench.trainer import EpochLoop, EpochStats
 from datasets import Dataset, ImageSplit
 from datasets.augment import build_eval_transform, build_finetune_transform
 from methods.backbones import Backbone
@@ -172,9 +169,12 @@ def build_classifier(
         )
 
 
-class ClassifierTrainer:
-    """Supervised training of a classifier: seeded data order and augmentation per (seed, epoch), one
-    optimizer step per loss the classifier yields, per-batch cosine schedule (with optional warm-up)."""
+class ClassifierTrainer(EpochLoop):
+    """Supervised training of a classifier (fine-tuning, the supervised reference): one
+    cross-entropy step per loss the classifier yields, backbone at its own learning-rate scale."""
+
+    state_key = "model"
+    streams = (DATA_ORDER_STREAM, AUGMENT_STREAM)
 
     def __init__(
         self,
@@ -191,84 +191,42 @@ class ClassifierTrainer:
         progress: bool = True,
         name: str = "finetune",
     ) -> None:
-        if batch_size > len(split):
-            raise ValueError(f"batch size {batch_size} is larger than the training set ({len(split)} images)")
         self.model, self.split, self.transform = model, split, transform
-        self.epochs, self.batch_size, self.seed, self.device = epochs, batch_size, seed, device
         self.labels = torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
-        self.batches_per_epoch = len(split) // batch_size
         backbone = {id(p) for p in model.backbone.parameters()}
         groups = [
             ParamGroup(list(model.backbone.parameters()), backbone_lr_scale),
             ParamGroup([p for p in model.parameters() if id(p) not in backbone], 1.0),
         ]
-        self.optimizer = build_optimizer(groups, optim)
-        total, warmup = epochs * self.batches_per_epoch, optim.warmup_epochs * self.batches_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda b: warmup_cosine(b, warmup, total))
-        self.scaler = grad_scaler(device)
-        self.progress, self.name = progress, name
-
-    def fit(self, start_epoch: int = 0, on_epoch_end: Callable[[EpochStats], None] | None = None) -> None:
-        for epoch in range(start_epoch, self.epochs):
-            stats = self.run_epoch(epoch)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-
-    def run_epoch(self, epoch: int) -> EpochStats:
-        self.model.train()
-        order = torch.randperm(len(self.split), generator=epoch_generator(self.seed, epoch, DATA_ORDER_STREAM))
-        generator = epoch_generator(self.seed, epoch, AUGMENT_STREAM, self.device)
-        sums = {name: torch.zeros((), device=self.device) for name in self.model.step_names}
-        lr = self.optimizer.param_groups[-1]["lr"]
-        start = time.perf_counter()
-        bar = tqdm(
-            range(self.batches_per_epoch),
-            desc=f"{self.name} epoch {epoch + 1}/{self.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not self.progress,
+        super().__init__(
+            model,
+            groups,
+            optim,
+            items=len(split),
+            step_names=model.step_names,
+            name=name,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            progress=progress,
         )
-        for b in bar:
-            index = order[b * self.batch_size : (b + 1) * self.batch_size].sort().values
-            images = torch.from_numpy(np.ascontiguousarray(self.split.images[index.numpy()])).to(self.device)
-            x = self.transform(images, generator)
-            y = self.labels[index].to(self.device)
-            steps = self.model.training_steps(x, y, generator)
-            while True:
-                with autocast(self.device):
-                    step = next(steps, None)
-                if step is None:
-                    break
-                name, loss = step
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                sums[name] += loss.detach()
-            lr = self.optimizer.param_groups[-1]["lr"]
-            self.scheduler.step()
-            if self.progress and (b % 10 == 0 or b == self.batches_per_epoch - 1):
-                bar.set_postfix(loss=f"{sum(sums.values()).item() / (b + 1):.4g}")
-        seconds = time.perf_counter() - start
-        losses = {name: total.item() / self.batches_per_epoch for name, total in sums.items()}
-        bad = [name for name, value in losses.items() if not math.isfinite(value)]
-        if bad:
-            raise TrainingFailed(f"{self.name} loss became non-finite in epoch {epoch + 1} ({', '.join(bad)})")
-        return EpochStats(epoch, losses, lr, seconds, self.batches_per_epoch * self.batch_size / seconds)
 
-    def state_dict(self) -> dict:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+    def _train_batch(
+        self, index: torch.Tensor, generator: torch.Generator, progress: float, sums: dict[str, torch.Tensor]
+    ) -> None:
+        images = torch.from_numpy(np.ascontiguousarray(self.split.images[index.numpy()])).to(self.device)
+        x = self.transform(images, generator)
+        y = self.labels[index].to(self.device)
+        steps = self.model.training_steps(x, y, generator)
+        while True:
+            with autocast(self.device):
+                step = next(steps, None)
+            if step is None:
+                return None
+            name, loss = step
+            self._optimizer_step(loss)
+            sums[name] += loss.detach()
 
 
 @torch.inference_mode()

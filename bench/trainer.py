@@ -48,7 +48,116 @@ class EpochStats:
     embedding_spread: float = math.nan  # bench/collapse.py, on the last batch's first step; NaN if unknown
 
 
-class Trainer:
+class EpochLoop:
+    """What every training loop here shares: data order and augmentation seeded per (seed, epoch),
+    warm-up + cosine learning rate per batch, one backward and optimizer step per loss, losses summed
+    on the device until the epoch ends, a progress bar, the non-finite check, and checkpointable state.
+    Subclasses say what one batch is (``_train_batch``)."""
+
+    state_key: str  # the module's key in ``state_dict`` (checkpoints)
+    streams: tuple[int, int] = (DATA_ORDER_STREAM, AUGMENT_STREAM)  # random streams of order, augmentation
+
+    def __init__(
+        self,
+        module: nn.Module,
+        groups: list[ParamGroup],
+        optim: OptimConfig,
+        *,
+        items: int,
+        step_names: tuple[str, ...],
+        name: str,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        device: torch.device,
+        progress: bool,
+    ) -> None:
+        if batch_size > items:
+            raise ValueError(f"batch size {batch_size} is larger than the training set ({items} images)")
+        self.module, self.items, self.step_names, self.name = module, items, step_names, name
+        self.epochs, self.batch_size, self.seed, self.device = epochs, batch_size, seed, device
+        self.batches_per_epoch = items // batch_size
+        self.optimizer = build_optimizer(groups, optim)
+        total = epochs * self.batches_per_epoch
+        warmup = optim.warmup_epochs * self.batches_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda b: warmup_cosine(b, warmup, total))
+        self.scaler = grad_scaler(device)
+        self.progress = progress
+
+    def fit(self, start_epoch: int = 0, on_epoch_end: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
+        history = []
+        for epoch in range(start_epoch, self.epochs):
+            stats = self.run_epoch(epoch)
+            history.append(stats)
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
+        return history
+
+    def run_epoch(self, epoch: int) -> EpochStats:
+        self.module.train()
+        order_stream, augment_stream = self.streams
+        order = torch.randperm(self.items, generator=epoch_generator(self.seed, epoch, order_stream))
+        generator = epoch_generator(self.seed, epoch, augment_stream, self.device)
+        sums = {name: torch.zeros((), device=self.device) for name in self.step_names}
+        lr = self.optimizer.param_groups[-1]["lr"]
+        start = time.perf_counter()
+        bar = tqdm(
+            range(self.batches_per_epoch),
+            desc=f"{self.name} epoch {epoch + 1}/{self.epochs}",
+            unit="batch",
+            leave=False,
+            disable=not self.progress,
+        )
+        embedding = None
+        for b in bar:
+            index = order[b * self.batch_size : (b + 1) * self.batch_size].sort().values
+            progress = (epoch * self.batches_per_epoch + b + 1) / (self.epochs * self.batches_per_epoch)
+            embedding = self._train_batch(index, generator, progress, sums)
+            lr = self.optimizer.param_groups[-1]["lr"]
+            self.scheduler.step()
+            if self.progress and (b % 10 == 0 or b == self.batches_per_epoch - 1):
+                bar.set_postfix(loss=f"{sum(sums.values()).item() / (b + 1):.4g}")
+        seconds = time.perf_counter() - start
+        losses = {name: total.item() / self.batches_per_epoch for name, total in sums.items()}
+        bad = [name for name, value in losses.items() if not math.isfinite(value)]
+        if bad:
+            raise TrainingFailed(f"{self.name} loss became non-finite in epoch {epoch + 1} ({', '.join(bad)})")
+        spread = embedding_spread(embedding) if embedding is not None and len(embedding) > 1 else math.nan
+        images_seen = self.batches_per_epoch * self.batch_size
+        return EpochStats(epoch, losses, lr, seconds, images_seen / seconds, spread)
+
+    def _train_batch(
+        self, index: torch.Tensor, generator: torch.Generator, progress: float, sums: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
+        """Train on the images at ``index`` (sorted); returns an embedding to watch for collapse, or None."""
+        raise NotImplementedError
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def state_dict(self) -> dict:
+        return {
+            self.state_key: self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state[self.state_key])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+class Trainer(EpochLoop):
+    """SSL pretraining: two augmented views per image, the method's steps, its hook after each step."""
+
+    state_key = "method"
+
     def __init__(
         self,
         method: SSLMethod,
@@ -75,62 +184,29 @@ class Trainer:
         # Convert BatchNorm before compiling, so the layers that run are the ones compiled.
         self.model = wrap(method, self.context, sync_batchnorm=sync_batchnorm)
         self.method, self.images, self.views = method, images, views
-        self.epochs, self.batch_size, self.seed, self.device = epochs, batch_size, seed, device
-        self.batches_per_epoch = len(images) // batch_size
-        self.optimizer = build_optimizer(method.param_groups(), optim)
-        total = epochs * self.batches_per_epoch
-        warmup = optim.warmup_epochs * self.batches_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda b: warmup_cosine(b, warmup, total))
-        self.scaler = grad_scaler(device)
-        self.progress = progress and self.context.is_main  # one bar, not one per rank
+        super().__init__(
+            method,
+            method.param_groups(),
+            optim,
+            items=len(images),
+            step_names=method.step_names,
+            name=method.name,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            progress=progress and self.context.is_main,  # one bar, not one per rank
+        )
         self.compiled = compile_method(method) if compile else []
 
-    def fit(self, start_epoch: int = 0, on_epoch_end: Callable[[EpochStats], None] | None = None) -> list[EpochStats]:
-        history = []
-        for epoch in range(start_epoch, self.epochs):
-            stats = self.run_epoch(epoch)
-            history.append(stats)
-            if on_epoch_end is not None:
-                on_epoch_end(stats)
-        return history
-
-    def run_epoch(self, epoch: int) -> EpochStats:
-        self.method.train()
-        order = torch.randperm(len(self.images), generator=epoch_generator(self.seed, epoch, DATA_ORDER_STREAM))
-        aug_generator = epoch_generator(self.seed, epoch, AUGMENT_STREAM, self.device)
-        sums = {name: torch.zeros((), device=self.device) for name in self.method.step_names}
-        lr = self.optimizer.param_groups[-1]["lr"]
-        start = time.perf_counter()
-        bar = tqdm(
-            range(self.batches_per_epoch),
-            desc=f"{self.method.name} epoch {epoch + 1}/{self.epochs}",
-            unit="batch",
-            leave=False,
-            disable=not self.progress,
-        )
-        for b in bar:
-            index = order[b * self.batch_size : (b + 1) * self.batch_size].sort().values.numpy()
-            images = torch.from_numpy(np.ascontiguousarray(self.images[index])).to(self.device, non_blocking=True)
-            batch = SSLBatch(self.views[0](images, aug_generator), self.views[1](images, aug_generator), aug_generator)
-            if self.context.enabled:  # every rank augmented the global batch: keep this rank's rows
-                batch = SSLBatch(batch.view1[self.rows], batch.view2[self.rows], aug_generator)
-            progress = (epoch * self.batches_per_epoch + b + 1) / (self.epochs * self.batches_per_epoch)
-            embedding = self._train_batch(batch, progress, sums)
-            lr = self.optimizer.param_groups[-1]["lr"]
-            self.scheduler.step()
-            if self.progress and (b % 10 == 0 or b == self.batches_per_epoch - 1):
-                bar.set_postfix(loss=f"{sum(sums.values()).item() / (b + 1):.4g}")
-        seconds = time.perf_counter() - start
-        losses = {name: total.item() / self.batches_per_epoch for name, total in sums.items()}
-        bad = [name for name, value in losses.items() if not math.isfinite(value)]
-        if bad:
-            raise TrainingFailed(f"loss became non-finite in epoch {epoch + 1} ({', '.join(bad)})")
-        images_seen = self.batches_per_epoch * self.batch_size
-        spread = embedding_spread(embedding) if embedding is not None and len(embedding) > 1 else math.nan
-        return EpochStats(epoch, losses, lr, seconds, images_seen / seconds, spread)
-
-    def _train_batch(self, batch: SSLBatch, progress: float, sums: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    def _train_batch(
+        self, index: torch.Tensor, generator: torch.Generator, progress: float, sums: dict[str, torch.Tensor]
+    ) -> torch.Tensor | None:
         """Every step of one batch; returns the first step's embedding (for the collapse watch)."""
+        images = torch.from_numpy(np.ascontiguousarray(self.images[index.numpy()])).to(self.device, non_blocking=True)
+        batch = SSLBatch(self.views[0](images, generator), self.views[1](images, generator), generator)
+        if self.context.enabled:  # every rank augmented the global batch: keep this rank's rows
+            batch = SSLBatch(batch.view1[self.rows], batch.view2[self.rows], generator)
         # Through the (possibly DDP-wrapped) model: DDP averages gradients only of work in its forward.
         steps = run_training_steps(self.model, batch)
         embedding = None
@@ -141,26 +217,9 @@ class Trainer:
                 return embedding
             if embedding is None:
                 embedding = step.embedding
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(step.loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            self._optimizer_step(step.loss)
             self.method.after_optimizer_step(progress)
             sums[step.name] += step.loss.detach()
-
-    def state_dict(self) -> dict:
-        return {
-            "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
 
 
 def compile_method(method: nn.Module) -> list[str]:

@@ -23,7 +23,7 @@ from bench.config import OptimConfig, load_preset
 from bench.trainer import Trainer
 from methods import build_method
 from methods.backbones import Backbone
-from methods.base import SSLMethod
+from methods.base import SSLBatch, SSLMethod
 
 IMAGE_SIZE, BATCH = 64, 64  # the cpu preset's image size and batch size
 
@@ -154,8 +154,8 @@ class CpuPreset:
     def optim(self) -> OptimConfig:
         return OptimConfig(**self.config["optim"])
 
-    def trainer(self, method: SSLMethod) -> Trainer:
-        """A Trainer over ``method``; its image array only sizes the (unused) epoch."""
+    def trainer(self, method: SSLMethod, **options: Any) -> Trainer:
+        """A Trainer over ``method`` (``options``: e.g. ``compile``); its image array only sizes the epoch."""
         images = np.zeros((BATCH, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         return Trainer(
             method,
@@ -167,7 +167,25 @@ class CpuPreset:
             seed=0,
             device=torch.device("cpu"),
             progress=False,
+            **options,
         )
+
+    def training_step(self, method: SSLMethod, batch: SSLBatch, progress: float = 0.5, **options: Any):
+        """One training iteration through the trainer on views prepared once: what ``run_epoch`` does per
+        batch minus augmentation (``test_input_pipeline`` covers that). The trainer still reads its
+        (in-memory, uint8) batch; its views hand over ``batch``'s tensors, and the step runs the
+        trainer's own ``_train_batch`` and scheduler step. Returns (step function, loss sums)."""
+        trainer = self.trainer(method, **options)
+        trainer.views = (lambda x, g: batch.view1, lambda x, g: batch.view2)
+        index = torch.arange(BATCH)
+        sums = {name: torch.zeros(()) for name in method.step_names}
+
+        def step() -> None:
+            trainer._train_batch(index, batch.generator, progress, sums)
+            trainer.scheduler.step()
+
+        step.trainer = trainer  # type: ignore[attr-defined]
+        return step, sums
 
     @staticmethod
     def uint8_batch(seed: int = 0, batch: int = BATCH, size: int = IMAGE_SIZE) -> torch.Tensor:

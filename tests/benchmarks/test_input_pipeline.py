@@ -49,13 +49,7 @@ class Pipeline:
 def test_pipeline_outruns_training(ratio_bench, cpu_preset, cache, recipe) -> None:
     pipeline = Pipeline(cache, recipe, cpu_preset.batch, cpu_preset.image_size)
     training = Pipeline(cache, "simclr", cpu_preset.batch, cpu_preset.image_size).next_batch()
-    method = cpu_preset.method("simclr")
-    trainer = cpu_preset.trainer(method)
-    sums = {name: torch.zeros(()) for name in method.step_names}
-
-    def train_step() -> None:
-        trainer._train_batch(training, 0.5, sums)
-        trainer.scheduler.step()
+    train_step, _ = cpu_preset.training_step(cpu_preset.method("simclr"), training)
 
     # 16 pipeline rounds (one epoch of the cpu preset), one training step every 4th round
     timing = ratio_bench.interleaved(pipeline.next_batch, train_step, rounds=16, warmup=1, reference_every=4)
