@@ -62,12 +62,12 @@ def permute_tiles(images: torch.Tensor, n: int, order: torch.Tensor) -> torch.Te
     W/n pixels of all channels in channels_last memory (kept as such, with C times fewer, longer rows).
     So the move is one gather of such rows into one new buffer: output row y of slot (R, C) in a plane
     is input row src_r * th + y, chunk src_c, of the same plane. On the CPU (no autograd) the gather is
-    numpy's ``take`` over the rows viewed as fixed-size byte records: it copies a short row about twice
-    as fast as ``index_select`` (a TensorIterator copy per row), and numpy backs large arrays with
-    transparent huge pages, so writing the fresh output takes far fewer page faults than a torch
-    allocation (on the 2-core benchmark machine those faults are most of the time of a ``clone`` of a
-    224 px batch). Elsewhere (CUDA, or a tensor that needs gradients) the rows go through
-    ``index_select``. Every path gives the same values.
+    numpy's ``take`` over the rows viewed as fixed-size byte records. Its per-row copy is a little
+    cheaper than ``index_select``'s (14.5 vs 16.7 ns for a 56-byte row, measured), but the larger
+    gain is the allocation: numpy backs large arrays with transparent huge pages, so the fresh output
+    costs few page faults, where a torch allocation of a 224 px batch spends about as long faulting
+    its pages in as the whole gather takes. Elsewhere (CUDA, or a tensor that needs gradients) the
+    rows go through ``index_select``. Every path gives the same values.
     """
     b, c, h, w = images.shape
     th, tw = h // n, w // n
