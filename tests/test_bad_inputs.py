@@ -84,7 +84,15 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-@pytest.mark.parametrize("extra,message", [c[1:] for c in RUN_CASES], ids=[c[0] for c in RUN_CASES])
+def run_case(name: str, extra, message: str):
+    if name.startswith("CUDA"):
+        return pytest.param(
+            extra, message, id=name, marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA")
+        )
+    return pytest.param(extra, message, id=name)
+
+
+@pytest.mark.parametrize("extra,message", [run_case(*c) for c in RUN_CASES])
 def test_bad_run_input(tmp_path, capsys, extra, message):
     store = tmp_path / "store"
     args = ["run", *SMOKE, "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}", *extra(tmp_path)]
