@@ -302,14 +302,15 @@ def _run(args: argparse.Namespace) -> int:
         return _run_as_rank(args)
     if args.nproc > 1:
         # Every bad input is refused here, once, before any process starts (exit 2, one line).
-        for config in expand(resolve_tree(args)):
+        tree = resolve_tree(args)
+        for config in expand(tree):
             if config.train.batch_size % args.nproc:
                 raise BenchError(
                     f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
                 )
         check_store(args.tracking_uri or default_tracking_uri())
         argv = without_option(args.argv, "--nproc")
-        if "sync_batchnorm" not in (resolve_tree(args).get("train") or {}):
+        if "sync_batchnorm" not in (tree.get("train") or {}):
             # Unless told otherwise, N processes train like one with the global batch: BatchNorm
             # statistics over the global batch too.
             argv += ["--set", "train.sync_batchnorm=true"]
