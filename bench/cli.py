@@ -91,6 +91,7 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--image-size", type=int, help="square input size in pixels")
     run.add_argument("--lr", type=float, help="base learning rate for every method")
     run.add_argument("--ablation", choices=ABLATIONS, help="run FG-SSL once per variant of a named ablation set")
+    run.add_argument("--ablation-variants", metavar="A,B", help="only these variants of --ablation (default: all)")
     run.add_argument("--fgssl-levels", help="FG-SSL levels to train, e.g. 1,2,3 (concat step: --fgssl-concat)")
     run.add_argument("--fgssl-concat", choices=("yes", "no"), help="whether FG-SSL trains the concat step")
     run.add_argument("--fgssl-schedule", choices=("progressive", "joint"), help="four optimizer steps or one summed")
@@ -260,6 +261,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         _set_path(tree, ("method_options", "barlow", "bt_variant"), args.bt_variant)
     if args.ablation:
         tree["ablation"] = args.ablation
+    if args.ablation_variants:
+        tree["ablation_variants"] = _split_commas([args.ablation_variants])
     if args.eval:
         _set_path(tree, ("eval", "protocols"), args.eval.split(","))
     _apply_sets(tree, args.set)
@@ -286,7 +289,11 @@ def _state_dir(uri: str) -> Path:
 
 
 def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
-    return deep_merge(_preset_and_config(args), cli_overrides(args))
+    """Preset < config file < command line; the command line also wins over a study's ``parts``."""
+    tree, overrides = _preset_and_config(args), cli_overrides(args)
+    if isinstance(tree.get("parts"), list):
+        tree["parts"] = [deep_merge(part, overrides) if isinstance(part, dict) else part for part in tree["parts"]]
+    return deep_merge(tree, overrides)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -196,7 +196,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
 _SWEEP_KEYS = ("methods", "datasets", "batch_sizes", "seeds")
-_OTHER_KEYS = ("method_options", "method_optim", "device", "ablation")
+_OTHER_KEYS = ("method_options", "method_optim", "device", "ablation", "ablation_variants")
 
 
 def build_run_config(

@@ -1,4 +1,9 @@
-"""Expand the sweep axes (methods x datasets x batch sizes x seeds) into validated run configs."""
+"""Expand the sweep axes (methods x datasets x batch sizes x seeds) into validated run configs.
+
+A study file may hold several sweeps as ``parts``: each part is merged over the rest of the file,
+expanded on its own, and the union runs once per configuration (e.g. a batch-size sweep, extra
+seeds at one batch size and an ablation, in one file and one store).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +32,23 @@ def expand_methods(names: list[str]) -> list[str]:
 
 
 def expand(tree: dict[str, Any]) -> list[RunConfig]:
-    """All runs of a sweep, validated up front so that a bad value fails before anything is logged."""
+    """All runs of a sweep or study, validated up front so that a bad value fails before anything is logged."""
+    if "parts" not in tree:
+        return _expand_sweep(tree)
+    parts = tree["parts"]
+    if not isinstance(parts, list) or not parts or not all(isinstance(part, dict) for part in parts):
+        raise BenchError(f"'parts' must be a non-empty list of sweep sections, got {parts!r}")
+    common = {key: value for key, value in tree.items() if key != "parts"}
+    configs: dict[str, RunConfig] = {}
+    for part in parts:
+        if "parts" in part:
+            raise BenchError("a part cannot hold 'parts' of its own")
+        for config in _expand_sweep(deep_merge(common, part)):
+            configs.setdefault(config.config_hash(), config)
+    return list(configs.values())
+
+
+def _expand_sweep(tree: dict[str, Any]) -> list[RunConfig]:
     methods = expand_methods(list(_axis(tree, "methods", ["all"])))
     datasets = list(_axis(tree, "datasets", [(tree.get("data") or {}).get("name", "synthetic")]))
     for name in datasets:
@@ -52,7 +73,15 @@ def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: li
     """FG-SSL once per variant of the named ablation; variants that resolve to the same config run once."""
     image_size = int((tree.get("data") or {}).get("image_size", 64))
     configs: dict[str, RunConfig] = {}
-    for variant, options in ablation_variants(tree["ablation"], image_size).items():
+    variants = ablation_variants(tree["ablation"], image_size)
+    chosen = list(tree.get("ablation_variants") or variants)
+    unknown = [name for name in chosen if name not in variants]
+    if unknown:
+        raise BenchError(
+            f"unknown {tree['ablation']} variant(s) {', '.join(map(str, unknown))}; valid: {', '.join(variants)}"
+        )
+    for variant in chosen:
+        options = variants[variant]
         variant_tree = deep_merge(tree, {"method_options": {"fgssl": options}})
         for dataset, batch_size, seed in itertools.product(datasets, batch_sizes, seeds):
             config = build_run_config(variant_tree, "fgssl", dataset, batch_size, seed, ablation=variant)

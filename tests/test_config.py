@@ -72,3 +72,49 @@ def test_sweep_expands_the_cross_product_and_all_means_the_ssl_methods():
     assert len(runs) == 5 * 2 * 2
     assert {r.method for r in runs} == {"simclr", "byol", "barlow", "fgssl", "random_init"}
     assert len({r.config_hash() for r in runs}) == 20
+
+
+def test_study_parts_expand_separately_and_shared_configurations_run_once():
+    tree = {
+        **load_preset("smoke"),
+        "parts": [
+            {"methods": ["simclr", "fgssl"], "batch_sizes": [16], "seeds": [0, 1]},
+            {"methods": ["simclr"], "batch_sizes": [16, 32], "seeds": [0]},  # simclr b16 s0 is in both
+            {"ablation": "hierarchy", "ablation_variants": ["full", "joint"], "batch_sizes": [16], "seeds": [0]},
+        ],
+    }
+    runs = expand(tree)
+    points = sorted((r.method, r.train.batch_size, r.train.seed, r.ablation or "") for r in runs)
+    # the ablation's "full" variant is the fgssl b16 s0 run of the first part
+    assert points == [
+        ("fgssl", 16, 0, ""),
+        ("fgssl", 16, 0, "joint"),
+        ("fgssl", 16, 1, ""),
+        ("simclr", 16, 0, ""),
+        ("simclr", 16, 1, ""),
+        ("simclr", 32, 0, ""),
+    ]
+
+
+def test_command_line_wins_over_study_parts(tmp_path):
+    from bench.cli import build_parser, resolve_tree
+
+    study = tmp_path / "study.yaml"
+    study.write_text("parts:\n  - {methods: [simclr], seeds: [0, 1]}\n  - {methods: [byol], seeds: [2]}\n")
+    argv = ["run", "--preset", "smoke", "--config", str(study), "--epochs", "1", "--seeds", "5"]
+    args = build_parser().parse_args(argv)
+    runs = expand(resolve_tree(args))
+    assert sorted((r.method, r.train.seed, r.train.epochs) for r in runs) == [("byol", 5, 1), ("simclr", 5, 1)]
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ({"parts": []}, "'parts' must be a non-empty list"),
+        ({"parts": [{"parts": [{}]}]}, "cannot hold 'parts'"),
+        ({"ablation": "hierarchy", "ablation_variants": ["levels-9"]}, "unknown hierarchy variant(s) levels-9; valid"),
+    ],
+)
+def test_bad_study_files_are_named(tree, message):
+    with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        expand({**load_preset("smoke"), **tree})
