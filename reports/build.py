@@ -23,7 +23,7 @@ from reports.collect import (
     test_report,
 )
 from reports.pdf import table_pages, text_page
-from reports.summary import summary_paragraph
+from reports.summary import summary_metrics, summary_paragraph
 from reports.table import Table, write_table
 from reports.tables import (
     HEADLINE_METRICS,
@@ -109,7 +109,7 @@ def analyse(tracking_uri: str, experiments: list[str] | None) -> ReportData:
     if (runs["status"] != FINISHED).any():
         tables.append(excluded_runs_table(runs))
     summary = (
-        summary_paragraph(stats, tests, sensitivity.data, headline[0])
+        summary_paragraph(stats, tests, sensitivity.data, summary_metrics(headline))
         if headline
         else ("No finished run logged the test metrics, so there is nothing to compare.")
     )
@@ -134,6 +134,8 @@ def build_report(
     folder = tables_dir(out)
     for table in data.tables:
         summary.files.extend(write_table(replace(table, data=_without_unused_weights(table.data)), folder, formats))
+    if "md" in formats:
+        summary.files.append(_write_summary_md(data, folder / "summary.md"))
     if "csv" in formats:
         _without_unused_weights(data.runs).to_csv(folder / "runs.csv", index=False)
         _without_unused_weights(data.stats).to_csv(folder / "cell_statistics.csv", index=False)
@@ -144,6 +146,17 @@ def build_report(
         summary.pdf = out
         summary.files.insert(0, out)
     return summary
+
+
+def _write_summary_md(data: ReportData, path: Path) -> Path:
+    """The report's summary and notes as Markdown, so a README can quote the report's own words."""
+    notes = "".join(f"- {note}\n" for note in data.notes)
+    text = "## Summary\n\n" + "\n\n".join(data.summary.splitlines()) + "\n"
+    if notes:
+        text += "\n## Not in this report\n\n" + notes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
 
 
 def _without_unused_weights(frame: pd.DataFrame) -> pd.DataFrame:

@@ -11,25 +11,35 @@ from reports.stats import MIN_SEEDS
 from reports.tables import ALPHA, BASELINE, arm_name, baseline_weights, reference_kind, sort_by_arm
 
 
-def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.DataFrame, metric: str) -> str:
-    """One paragraph over every dataset, judged on one metric (the first headline metric the runs have)."""
-    sentences = []
+def summary_metrics(headline: list[str]) -> list[str]:
+    """What the summary judges on: the first headline metric and, if it is not one already, the first
+    balanced accuracy (on imbalanced medical data such as ISIC, accuracy rewards the majority class)."""
+    balanced = [m for m in headline if m.endswith(".balanced_accuracy")]
+    return list(dict.fromkeys(headline[:1] + balanced[:1]))
+
+
+def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.DataFrame, metrics: list[str]) -> str:
+    """One paragraph per metric over every dataset (lines separated by newlines), then one caveat."""
     if stats.empty:
         return "No run finished, so there is nothing to compare; the runs that did not finish are listed below."
-    ssl = stats[(stats["metric"] == metric) & ~stats["reference"] & (stats["n"] > 0)]
-    for setting, by_setting in ssl.groupby("setting", sort=True):
-        batch = _headline_batch(by_setting)
-        cell = by_setting[by_setting["batch_size"] == batch].sort_values("mean", ascending=False)
-        sentences.append(_best_sentence(setting, batch, cell, metric, stats))
-        sentences.append(_significance_sentence(tests, setting, batch, metric))
-        sentences.append(_batch_claim_sentence(sensitivity, setting, metric))
+    paragraphs = []
+    for metric in metrics:
+        sentences = []
+        ssl = stats[(stats["metric"] == metric) & ~stats["reference"] & (stats["n"] > 0)]
+        for setting, by_setting in ssl.groupby("setting", sort=True):
+            batch = _headline_batch(by_setting)
+            cell = by_setting[by_setting["batch_size"] == batch].sort_values("mean", ascending=False)
+            sentences.append(_best_sentence(setting, batch, cell, metric, stats))
+            sentences.append(_significance_sentence(tests, setting, batch, metric))
+            sentences.append(_batch_claim_sentence(sensitivity, setting, metric))
+        paragraphs.append(" ".join(s for s in sentences if s))
     n_max = int(stats.loc[stats["n"] > 0, "n"].max())
     if n_max < MIN_SEEDS:
-        sentences.append(
+        paragraphs.append(
             f"Caveat: at most {n_max} seed(s) per cell, so spreads, intervals and tests are rough; run at least "
             f"{MIN_SEEDS} seeds (better 6+, which also enables the Wilcoxon test) before drawing conclusions."
         )
-    return " ".join(s for s in sentences if s)
+    return "\n".join(p for p in paragraphs if p)
 
 
 def _headline_batch(rows: pd.DataFrame) -> int:

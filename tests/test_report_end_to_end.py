@@ -119,6 +119,9 @@ def test_full_report(store, tmp_path):
             assert folder / f"{name}.{ext}" in summary.files
             assert (folder / f"{name}.{ext}").stat().st_size > 0
     assert summary.pdf == out and summary.runs == len(runs) and summary.finished_runs == len(runs) - 1
+    written = (folder / "summary.md").read_text()
+    assert folder / "summary.md" in summary.files
+    assert "best knn accuracy on test" in written and "best knn balanced accuracy on test" in written
 
 
 @pytest.mark.slow
