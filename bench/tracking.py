@@ -194,6 +194,8 @@ def environment_tags() -> dict[str, str]:
         "version.mlflow": mlflow.__version__,
         "host.platform": platform.platform(),
         "host.cpus": str(os.cpu_count()),
+        # CPU results repeat bit for bit only at the same intra-op thread count (--workers splits it).
+        "host.torch_threads": str(torch.get_num_threads()),
     }
 
 

@@ -40,7 +40,16 @@ def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
         assert 0 <= run.data.metrics["knn.test.accuracy"] <= 1
         assert 0 <= run.data.metrics["linear.test.balanced_accuracy"] <= 1
         assert run.data.params["train.batch_size"] == "32" and run.data.params["data.name"] == "synthetic"
-        for tag in ("config_hash", "git_commit", "version.torch", "device", "seed", "batch_size", "dataset"):
+        for tag in (
+            "config_hash",
+            "git_commit",
+            "version.torch",
+            "device",
+            "seed",
+            "batch_size",
+            "dataset",
+            "host.torch_threads",
+        ):
             assert run.data.tags[tag]
         history = MlflowClient(uri).get_metric_history(run.info.run_id, "train.loss")
         assert [m.step for m in history] == [0, 1]
