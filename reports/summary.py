@@ -43,12 +43,15 @@ def summary_paragraph(stats: pd.DataFrame, tests: pd.DataFrame, sensitivity: pd.
 
 
 def _headline_batch(rows: pd.DataFrame) -> int:
-    """The batch size with the most methods (then the largest): where the comparison is most complete.
+    """The batch size where the comparison is most complete: the most methods, then the most seeds
+    (a study with three seeds at one batch size and one at the others is judged where it can be
+    tested), then the largest.
 
     A method from a weights file counts apart from the same method from scratch.
     """
-    counts = rows.drop_duplicates(["batch_size", "method", "weights"]).groupby("batch_size").size()
-    return int(max(counts.index, key=lambda b: (counts[b], b)))
+    methods = rows.drop_duplicates(["batch_size", "method", "weights"]).groupby("batch_size").size()
+    seeds = rows.groupby("batch_size")["n"].sum()
+    return int(max(methods.index, key=lambda b: (methods[b], seeds[b], b)))
 
 
 def _best_sentence(setting: str, batch: int, cell: pd.DataFrame, metric: str, stats: pd.DataFrame) -> str:

@@ -167,3 +167,22 @@ def test_weights_files_are_separate_arms_and_fgssl_from_scratch_is_the_baseline(
     assert tests.loc[("random_init", sha), "mean_diff"] == pytest.approx(0.62666667 - 0.52333333)
     assert tests.loc[("random_init", ""), "p_t"] == pytest.approx(sps.ttest_rel([0.40, 0.41, 0.45], base).pvalue)
     assert len(tests) == 3  # Holm's family: three arms against one baseline
+
+
+def test_summary_judges_where_the_seeds_are_not_at_the_largest_batch():
+    from reports.summary import summary_paragraph
+    from reports.tables import sensitivity_table
+
+    three_seeds = [
+        (m, s, 0.5 + 0.01 * s + (0.05 if m == "simclr" else 0)) for m in ("fgssl", "simclr") for s in (0, 1, 2)
+    ]
+    frame = pd.concat(
+        [_runs(three_seeds), _runs([("fgssl", 0, 0.4), ("simclr", 0, 0.6)]).assign(batch_size=128)],
+        ignore_index=True,
+    ).assign(weights="")
+    metric = "knn.test.accuracy"
+    text = summary_paragraph(
+        cell_stats(frame, [metric]), comparisons(frame, [metric]), sensitivity_table(frame, [metric]).data, [metric]
+    )
+    assert text.startswith("On synthetic at batch size 32, simclr has the best knn accuracy on test")
+    assert "Significant differences to fgssl" in text or "None of the differences to fgssl" in text
