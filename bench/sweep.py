@@ -57,6 +57,8 @@ def _expand_sweep(tree: dict[str, Any]) -> list[RunConfig]:
     train = tree.get("train") or {}
     batch_sizes = [int(b) for b in _axis(tree, "batch_sizes", [train.get("batch_size", 64)])]
     seeds = [int(s) for s in _axis(tree, "seeds", [train.get("seed", 0)])]
+    if tree.get("ablation_variants") and not tree.get("ablation"):
+        raise BenchError("ablation_variants (--ablation-variants) needs an ablation (--ablation NAME)")
     if tree.get("ablation"):
         configs = _ablation_configs(tree, datasets, batch_sizes, seeds)
     else:

@@ -155,7 +155,7 @@ def _write_summary_md(data: ReportData, path: Path) -> Path:
     if notes:
         text += "\n## Not in this report\n\n" + notes
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

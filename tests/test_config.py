@@ -113,6 +113,7 @@ def test_command_line_wins_over_study_parts(tmp_path):
         ({"parts": []}, "'parts' must be a non-empty list"),
         ({"parts": [{"parts": [{}]}]}, "cannot hold 'parts'"),
         ({"ablation": "hierarchy", "ablation_variants": ["levels-9"]}, "unknown hierarchy variant(s) levels-9; valid"),
+        ({"ablation_variants": ["joint"]}, "ablation_variants (--ablation-variants) needs an ablation"),
     ],
 )
 def test_bad_study_files_are_named(tree, message):
