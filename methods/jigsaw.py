@@ -40,8 +40,8 @@ def jigsaw(
 
     ``per_sample=True`` draws one order per image (the harness default); ``False`` applies one order
     to the whole batch, as the FG-SSL/PMG reference code does. The result is an exact permutation of
-    tiles: no pixel is interpolated, duplicated or lost. Fully vectorised, no Python loop: see
-    ``permute_tiles``.
+    tiles: no pixel is interpolated, duplicated or lost. Vectorised, no Python loop over images or tiles
+    (on the CPU, one over cache-sized blocks of images): see ``permute_tiles``.
     """
     if images.ndim != 4:
         raise ValueError(f"jigsaw expects [B, C, H, W], got shape {tuple(images.shape)}")
@@ -60,37 +60,37 @@ def permute_tiles(images: torch.Tensor, n: int, order: torch.Tensor) -> torch.Te
 
     A tile move keeps contiguous at most one tile row: W/n values of one channel in [B, C, H, W] memory,
     W/n pixels of all channels in channels_last memory (kept as such, with C times fewer, longer rows).
-    So the move is one gather of such rows into one new buffer: output row y of slot (R, C) in a plane
-    is input row src_r * th + y, chunk src_c, of the same plane. On the CPU (no autograd) the gather is
-    numpy's ``take`` over the rows viewed as fixed-size byte records. Its per-row copy is a little
-    cheaper than ``index_select``'s (14.5 vs 16.7 ns for a 56-byte row, measured), but the larger
-    gain is the allocation: numpy backs large arrays with transparent huge pages, so the fresh output
-    costs few page faults, where a torch allocation of a 224 px batch spends about as long faulting
-    its pages in as the whole gather takes. Elsewhere (CUDA, or a tensor that needs gradients) the
-    rows go through ``index_select``. Every path gives the same values.
+    So the move is one reordering of such rows into one new buffer: output row y of slot (R, C) in a
+    plane is input row src_r * th + y, chunk src_c, of the same plane.
+
+    On the CPU (no autograd) the rows are viewed as fixed-size byte records and gathered with numpy's
+    ``take``, one cache-sized block of images at a time (``_take_in_cache_blocks``); numpy also backs
+    large arrays with transparent huge pages, so a fresh output costs few page faults. Elsewhere (CUDA,
+    or a tensor that needs gradients) the rows go through ``index_select``. Every path gives the same
+    values.
     """
     b, c, h, w = images.shape
     th, tw = h // n, w // n
-    numpy_path = _numpy_path(images)
-    xp = np if numpy_path else torch
-    order = order.to("cpu") if numpy_path else order.to(images.device)
-    index = order.numpy() if numpy_path else order
-    if not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last):
-        pixels = images.permute(0, 2, 3, 1)  # [B, H, W, C], contiguous
-        moved = _gather_rows(pixels.reshape(-1, tw * c), _row_index(index, b, 1, th, n, xp), numpy_path)
+    channels_last = not images.is_contiguous() and images.is_contiguous(memory_format=torch.channels_last)
+    if channels_last:  # one plane per image, of rows holding every channel
+        moved = _reorder_rows(images.permute(0, 2, 3, 1).reshape(b, 1, h * n, tw * c), order, th, n)
         return moved.view(b, h, w, c).permute(0, 3, 1, 2)
-    moved = _gather_rows(images.reshape(-1, tw), _row_index(index, b, c, th, n, xp), numpy_path)
-    return moved.view(b, c, h, w)
+    return _reorder_rows(images.reshape(b, c, h * n, tw), order, th, n).view(b, c, h, w)
 
 
-def _gather_rows(rows: torch.Tensor, index, numpy_path: bool) -> torch.Tensor:
-    """``rows[index]`` for a 2-D ``rows`` and an index of any shape, as a new [len(index), width] tensor."""
-    if not numpy_path:
-        return rows.index_select(0, index.reshape(-1))
-    source = rows.detach().contiguous().numpy()
-    record = np.dtype((np.void, source.shape[1] * source.itemsize))
-    moved = np.take(source.view(record).reshape(-1), index.reshape(-1), mode="clip")
-    return torch.from_numpy(moved.view(source.dtype).reshape(-1, source.shape[1]))
+def _reorder_rows(planes: torch.Tensor, order: torch.Tensor, th: int, n: int) -> torch.Tensor:
+    """The tile-row reordering of ``planes`` [B, P, n * th * n, width] for tile ``order`` [B, n * n]."""
+    b, p, r, width = planes.shape
+    if not _numpy_path(planes):
+        in_plane = _rows_in_plane(order.to(planes.device), th, n, torch)
+        first = torch.arange(b * p, device=planes.device).view(b, p, 1) * r
+        return planes.reshape(-1, width).index_select(0, (first + in_plane.unsqueeze(1)).reshape(-1))
+    source = planes.detach().contiguous().numpy()
+    record = np.dtype((np.void, width * source.itemsize))
+    moved = np.empty((b, p, r), dtype=record)
+    in_plane = _rows_in_plane(order.cpu().numpy(), th, n, np)
+    _take_in_cache_blocks(source.view(record).reshape(b, p, r), in_plane, moved)
+    return torch.from_numpy(moved.view(source.dtype))
 
 
 def _numpy_path(images: torch.Tensor) -> bool:
@@ -98,17 +98,46 @@ def _numpy_path(images: torch.Tensor) -> bool:
     return images.device.type == "cpu" and images.dtype in _NUMPY_DTYPES and not needs_grad
 
 
-def _row_index(order, b: int, planes: int, th: int, n: int, xp):
-    """Source tile-row numbers [B, planes, n, th, n] for ``order`` [B, n*n], in ``xp`` (numpy or torch).
+def _rows_in_plane(order, th: int, n: int, xp):
+    """For each image, the source row (within the same plane) of every output row: [B, n * th * n].
 
-    Split as per-plane/per-row (small) plus per-sample offsets (small), so the full index is made by
-    one broadcast add instead of a chain of full-size temporaries."""
+    A plane's rows are numbered (tile row R, row y in the tile, tile column C) row-major; slot (R, C)
+    holds tile ``s = order[i, R * n + C]``, so output row (R, y, C) is source row (s // n, y, s % n)."""
     kwargs = {"device": order.device} if xp is torch else {}
-    offsets = ((order // n) * (th * n) + order % n).reshape(b, 1, n, 1, n)
-    image, channel = xp.arange(b, **kwargs), xp.arange(planes, **kwargs)
-    plane = image.reshape(b, 1, 1, 1, 1) * planes + channel.reshape(1, planes, 1, 1, 1)
-    base = (plane * (th * n) + xp.arange(th, **kwargs).reshape(1, 1, 1, th, 1)) * n
-    return base + offsets
+    b = order.shape[0]
+    tile = order.reshape(b, n, 1, n)
+    y = xp.arange(th, **kwargs).reshape(1, 1, th, 1)
+    return (((tile // n) * th + y) * n + tile % n).reshape(b, n * th * n)
+
+
+_CACHE_BLOCK_BYTES = 1 << 19  # what stays in one core's L2 cache while it is gathered from
+
+
+def _take_in_cache_blocks(source: np.ndarray, in_plane: np.ndarray, out: np.ndarray) -> None:
+    """``out[i, p] = source[i, p][in_plane[i]]`` for records ``source`` [B, P, R].
+
+    A gather straight from the batch reads its rows in tile order, a jump every row that the hardware
+    prefetcher cannot follow, so most rows wait on memory. Copying a block of images into a small
+    buffer first reads them in address order, at streaming speed, and the gather then hits the cache:
+    at 224 px, n = 16, batch 64, 4.5 instead of 11.4 ms with the output's memory reused, 6.8 instead of
+    13.8 ms with fresh pages (process CPU time). The loop is over cache-sized blocks (one 224 px image,
+    ten 64 px ones), each a single vectorised take.
+    """
+    b, p, r = source.shape
+    block = max(1, _CACHE_BLOCK_BYTES // (p * r * source.itemsize))
+    stage = np.empty((min(block, b), p, r), dtype=source.dtype)
+    index = np.empty(stage.shape, dtype=np.int64)
+    plane_starts = np.arange(stage.shape[0] * p).reshape(-1, p, 1) * r
+    for first in range(0, b, block):
+        count = min(block, b - first)
+        stage[:count] = source[first : first + count]
+        np.add(plane_starts[:count], in_plane[first : first + count, None, :], out=index[:count])
+        np.take(
+            stage[:count].reshape(-1),
+            index[:count].reshape(-1),
+            out=out[first : first + count].reshape(-1),
+            mode="clip",
+        )
 
 
 def _divisors(size: int) -> list[int]:

@@ -74,3 +74,19 @@ def test_bad_grid_is_a_clear_error(size, n):
         jigsaw(torch.rand(1, 3, *size), n)
     if n:
         assert f"{size[0]}x{size[1]}" in str(info.value)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cpu_fast_path_matches_index_select_across_staging_groups(channels_last):
+    """A batch larger than one cache-sized staging group (several groups, the last one partial): the
+    numpy path gives exactly what ``index_select`` gives, and every plane keeps to its own pixels."""
+    b, c, size, n = 40, 3, 64, 8
+    plane = torch.arange(b * c).reshape(b, c, 1, 1)
+    images = (plane * 10_000 + torch.arange(size * size).reshape(size, size)).float()
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    fast = jigsaw(images, n, generator=torch.Generator().manual_seed(3))
+    with_grad = jigsaw(images.clone().requires_grad_(), n, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(fast, with_grad.detach())
+    assert torch.equal(fast.long() // 10_000, plane.expand(b, c, size, size))
+    assert not torch.equal(fast, images)
