@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 from collections import Counter
@@ -28,6 +27,7 @@ from bench.distributed import (
 from bench.errors import BenchError
 from bench.ledger import Ledger
 from bench.tracking import DEFAULT_EXPERIMENT, Tracker, check_store, default_tracking_uri, local_store_dir
+from bench.ui import experiment_links, serve_ui
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
 
 EXIT_USAGE = 2
@@ -460,13 +460,13 @@ def _data_download(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    """Replace this process with the MLflow UI, so stopping ``bench ui`` stops the server itself."""
     uri = args.tracking_uri or default_tracking_uri()
     require_existing_store(uri)
     check_port_free(args.host, args.port)
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
-    command = ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    os.execv(sys.executable, [sys.executable, "-m", *command])
+    base_url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {base_url}  (Ctrl-C to stop); runs tables:", flush=True)
+    print("\n".join(experiment_links(uri, base_url)) or "  (no runs yet)", flush=True)
+    return serve_ui(uri, args.host, args.port)
 
 
 def require_existing_store(uri: str) -> None:

@@ -1,6 +1,8 @@
 """``bench ui`` serves the harness's store: a real MLflow server on loopback, queried over REST."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,7 @@ def test_bench_ui_lists_the_runs_over_rest(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # so the test can see what is left of the whole tree afterwards
     )
     try:
         base = f"http://127.0.0.1:{port}/api/2.0/mlflow"
@@ -41,6 +44,28 @@ def test_bench_ui_lists_the_runs_over_rest(tmp_path):
             runs = json.load(reply)["runs"]
         assert len(runs) == 1 and runs[0]["info"]["status"] == "FINISHED"
         assert any(tag["key"] == "method" and tag["value"] == "random_init" for tag in runs[0]["data"]["tags"])
+        server_group = _children(server.pid)[0]  # mlflow ui, in a process group of its own
+        server.send_signal(signal.SIGTERM)  # as a service manager or `kill` stops it, not a terminal's Ctrl-C
+        output, _ = server.communicate(timeout=60)
+        assert server.returncode == 0
+        assert f"/#/experiments/{experiment['experiment_id']}/runs" in output  # the runs table's URL is printed
+        assert _group_gone(server_group, timeout=30), "mlflow ui processes kept running after bench ui stopped"
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+
+
+def _group_gone(group: int, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
