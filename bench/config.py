@@ -83,6 +83,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ViewsConfig:
+    """Changes to the SSL methods' published view recipes (datasets/augment.py), for images those
+    recipes were not made for; they apply to every SSL method of a run alike. At the defaults nothing
+    changes, and the section is left out of the run's identity, so runs from before it existed keep
+    their config hash.
+
+    ``crop_scale_min``: lower area bound of the random resized crop (None: the recipe's, 0.08 or
+    SimCLR's 0.2; FG-SSL's views do not crop). ``color_jitter``: a factor on every recipe's colour
+    jitter amplitudes, 0 for none (None: the recipe's own); FG-SSL's views, which have none, get
+    BYOL's (0.4, 0.4, 0.2, 0.1) times the factor. ``rotate``: a rotation by any angle and a vertical
+    flip in both views, for images without an "up" (dermoscopy, fundus)."""
+
+    crop_scale_min: float | None = None
+    color_jitter: float | None = None
+    rotate: bool = False
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Evaluation protocols and their settings. ``finetune_*`` apply to the ``finetune`` protocol only
     (and are left out of the run's identity when it is not selected). ``finetune_mode`` ``auto``
@@ -115,6 +133,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
     method_options: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     ablation: str | None = None
@@ -131,6 +150,8 @@ class RunConfig:
         content["data"].pop("root")
         content["data"].pop("cache_dir")
         content["model"].pop("weights")  # the file's sha256 identifies the weights, not its path
+        if self.views == ViewsConfig():
+            content.pop("views")  # the published recipes, as every run before this section existed
         if "finetune" not in self.eval.protocols:
             content["eval"] = {k: v for k, v in content["eval"].items() if not k.startswith("finetune_")}
         return content
@@ -142,7 +163,7 @@ class RunConfig:
     def flat_params(self) -> dict[str, str]:
         """``section.key`` -> value strings, for MLflow params (same names for every method)."""
         flat: dict[str, str] = {"method": self.method, "device": self.device}
-        for section in ("data", "model", "optim", "train", "eval"):
+        for section in ("data", "model", "optim", "train", "eval", "views"):
             for key, value in dataclasses.asdict(getattr(self, section)).items():
                 flat[f"{section}.{key}"] = _param_text(value)
         for key, value in self.method_options.items():
@@ -194,7 +215,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "eval": EvalConfig}
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "views": ViewsConfig,
+}
 _SWEEP_KEYS = ("methods", "datasets", "batch_sizes", "seeds")
 _OTHER_KEYS = ("method_options", "method_optim", "device", "ablation", "ablation_variants")
 
@@ -294,6 +322,7 @@ def validate(config: RunConfig) -> None:
         ),
         (config.model.stem in STEMS, f"unknown stem {config.model.stem!r}; valid: {', '.join(STEMS)}"),
         (config.eval.knn_k >= 1, f"knn_k must be at least 1, got {config.eval.knn_k}"),
+        *_views_checks(config.views),
     ]
     bad_protocols = sorted(set(config.eval.protocols) - set(EVAL_PROTOCOLS))
     checks.append(
@@ -315,6 +344,15 @@ def validate(config: RunConfig) -> None:
             check_grid((config.data.image_size, config.data.image_size), grid)
         except ValueError as exc:
             raise BenchError(f"{exc} (set eval.finetune_grids for the progressive fine-tune)") from None
+
+
+def _views_checks(views: ViewsConfig) -> list[tuple[bool, str]]:
+    crop, jitter = views.crop_scale_min, views.color_jitter
+    return [
+        (crop is None or 0 < crop <= 1, f"views.crop_scale_min must be in (0, 1], got {crop}"),
+        # hue, the recipes' 0.1 turns at most, must stay within torchvision's [0, 0.5]
+        (jitter is None or 0 <= jitter <= 5, f"views.color_jitter must be in [0, 5], got {jitter}"),
+    ]
 
 
 def _finetune_checks(evaluation: EvalConfig) -> list[tuple[bool, str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import sys
@@ -289,7 +290,7 @@ def build_ssl_trainer(
     return Trainer(
         method,
         dataset.train.images,
-        build_views(method.view_recipe, dataset.image_size),
+        build_views(method.view_recipe, dataset.image_size, **dataclasses.asdict(config.views)),
         config.optim,
         epochs=config.train.epochs,
         batch_size=config.train.batch_size,

@@ -142,6 +142,22 @@ class VerticalFlip:
 
 
 @dataclass(frozen=True)
+class RandomRotation:
+    """Rotate each image by its own angle, uniform over the full turn, about its centre (bilinear).
+
+    Corners the rotation brings in from outside are filled by reflecting the image at its border, so
+    no black wedges appear that a method could key on. One ``affine_grid``/``grid_sample`` pair for
+    the whole batch."""
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        angle = _rand(x, generator) * (2 * math.pi)
+        cos, sin, zero = torch.cos(angle), torch.sin(angle), torch.zeros_like(angle)
+        theta = torch.stack([torch.stack([cos, -sin, zero], dim=1), torch.stack([sin, cos, zero], dim=1)], dim=1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+@dataclass(frozen=True)
 class ColorJitter:
     """Brightness, contrast, saturation and hue with per-sample factors, applied with probability ``p``.
 
@@ -282,35 +298,50 @@ def blur_kernel_size(image_size: int) -> int:
     return max(3, int(0.1 * image_size) | 1)
 
 
-def build_views(recipe: str, image_size: int) -> tuple[BatchAugment, BatchAugment]:
+def build_views(
+    recipe: str,
+    image_size: int,
+    *,
+    crop_scale_min: float | None = None,
+    color_jitter: float | None = None,
+    rotate: bool = False,
+) -> tuple[BatchAugment, BatchAugment]:
     """The two SSL views of a method's published recipe (FG-SSL: PAPER.md, progressive step).
 
     The recipes' "Resize" is not an op here: the decoded cache already holds images at ``image_size``.
+    The keyword options change the recipe for images it was not made for (``bench.config.ViewsConfig``);
+    at their defaults the recipe is exactly the published one.
     """
     blur = blur_kernel_size(image_size)
     sigma = blur_sigma(image_size)
+    geometry = (RandomRotation(), VerticalFlip(0.5)) if rotate else ()
+
+    def crop(scale_min: float) -> RandomResizedCrop:
+        return RandomResizedCrop(scale=(crop_scale_min or scale_min, 1.0))
+
+    def colour(*amplitudes: float) -> tuple[Op, ...]:
+        factor = 1.0 if color_jitter is None else color_jitter
+        return (ColorJitter(*(factor * a for a in amplitudes), p=0.8),) if factor > 0 else ()
+
     if recipe == "simclr":
         view = (
-            RandomResizedCrop(scale=(0.2, 1.0)),
+            crop(0.2),
+            *geometry,
             HorizontalFlip(0.5),
-            ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+            *colour(0.4, 0.4, 0.4, 0.1),
             RandomGrayscale(0.2),
             GaussianBlur(blur, p=0.5, sigma=sigma),
         )
         return BatchAugment(view, image_size), BatchAugment(view, image_size)
     if recipe in ("byol", "barlow"):
-        common = (
-            RandomResizedCrop(),
-            HorizontalFlip(0.5),
-            ColorJitter(0.4, 0.4, 0.2, 0.1, p=0.8),
-            RandomGrayscale(0.2),
-        )
+        common = (crop(0.08), *geometry, HorizontalFlip(0.5), *colour(0.4, 0.4, 0.2, 0.1), RandomGrayscale(0.2))
         view1 = (*common, GaussianBlur(blur, p=1.0, sigma=sigma), Solarize(p=0.0))
         view2 = (*common, GaussianBlur(blur, p=0.1, sigma=sigma), Solarize(p=0.2))
         return BatchAugment(view1, image_size), BatchAugment(view2, image_size)
-    if recipe == "fgssl":
-        view1 = (HorizontalFlip(0.5), RandomGrayscale(0.2), GaussianBlur(blur, p=1.0, sigma=sigma))
-        view2 = (RandomGrayscale(0.2), GaussianBlur(blur, p=0.1, sigma=sigma), Solarize(p=0.2))
+    if recipe == "fgssl":  # no colour jitter in the paper's views: only when asked for
+        jitter = colour(0.4, 0.4, 0.2, 0.1) if color_jitter is not None else ()
+        view1 = (*geometry, HorizontalFlip(0.5), *jitter, RandomGrayscale(0.2), GaussianBlur(blur, p=1.0, sigma=sigma))
+        view2 = (*geometry, *jitter, RandomGrayscale(0.2), GaussianBlur(blur, p=0.1, sigma=sigma), Solarize(p=0.2))
         return BatchAugment(view1, image_size), BatchAugment(view2, image_size)
     raise ValueError(f"unknown view recipe {recipe!r}; valid recipes: {', '.join(VIEW_RECIPES)}")
 

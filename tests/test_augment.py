@@ -15,6 +15,7 @@ from datasets.augment import (
     HorizontalFlip,
     RandomGrayscale,
     RandomResizedCrop,
+    RandomRotation,
     Solarize,
     VerticalFlip,
     _hue_rotation,
@@ -280,3 +281,35 @@ def test_runs_on_the_images_device_with_a_matching_generator() -> None:
     images = uint8_images().to(device)
     out = build_views("simclr", SIZE)[0](images, torch.Generator(device=device).manual_seed(0))
     assert out.device == device
+
+
+def test_view_options_change_every_recipe() -> None:
+    assert build_views("simclr", 64, crop_scale_min=0.5)[0].ops[0].scale == (0.5, 1.0)
+    assert build_views("byol", 64, crop_scale_min=0.5)[1].ops[0].scale == (0.5, 1.0)
+    jitters = {r: [op for v in build_views(r, 64, color_jitter=2.0) for op in v.ops if isinstance(op, ColorJitter)]
+               for r in VIEW_RECIPES}  # fmt: skip
+    assert set(jitters["simclr"]) == {ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8)}
+    assert set(jitters["byol"]) == set(jitters["fgssl"]) == {ColorJitter(0.8, 0.8, 0.4, 0.2, p=0.8)}
+    assert len(jitters["fgssl"]) == 2  # both FG-SSL views, which have no jitter as published
+    unjittered = [op for r in VIEW_RECIPES for view in build_views(r, 64, color_jitter=0) for op in view.ops]
+    assert not any(isinstance(op, ColorJitter) for op in unjittered)
+    for recipe in VIEW_RECIPES:
+        for view in build_views(recipe, 64, rotate=True):
+            kinds = [type(op) for op in view.ops]
+            assert RandomRotation in kinds and kinds[kinds.index(RandomRotation) + 1] is VerticalFlip
+
+
+def test_rotation_turns_each_image_by_its_own_angle_about_the_centre() -> None:
+    size = 33
+    y, x = torch.meshgrid(torch.arange(size) - 16.0, torch.arange(size) - 16.0, indexing="ij")
+    disc = (x**2 + y**2 < 10**2).float().expand(4, 3, size, size)  # looks the same at every angle
+    bar = ((x.abs() < 2) & (y < 0) & (y > -12)).float().expand(4, 3, size, size)  # a spoke up from the centre
+    rotate = RandomRotation()
+    assert torch.allclose(rotate(torch.full((2, 3, 8, 8), 0.3), torch.Generator().manual_seed(0)), torch.tensor(0.3))
+    turned_disc = rotate(disc, torch.Generator().manual_seed(1))
+    assert (turned_disc - disc).abs().mean() < 0.02
+    turned = rotate(bar, torch.Generator().manual_seed(1))
+    assert torch.allclose(turned.sum(dim=(1, 2, 3)), bar.sum(dim=(1, 2, 3)), rtol=0.1)  # moved, not lost
+    upper = turned[:, 0, :16].sum(dim=(1, 2)) / turned[:, 0].sum(dim=(1, 2))
+    assert len({round(v, 2) for v in upper.tolist()}) == 4  # four images, four angles
+    assert torch.equal(turned, rotate(bar, torch.Generator().manual_seed(1)))

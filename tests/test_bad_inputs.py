@@ -75,6 +75,8 @@ RUN_CASES = [
     ("zero worker processes", lambda t: ["--workers", "0"], "--workers must be at least 1, got 0"),
     ("tracking server that is not running", lambda t: ["--tracking-uri", "http://127.0.0.1:9"],
      "tracking server http://127.0.0.1:9 is not reachable (connection refused)"),
+    ("view crop bound out of range", lambda t: ["--set", "views.crop_scale_min=0"],
+     "views.crop_scale_min must be in (0, 1], got 0.0"),
 ]  # fmt: skip
 
 

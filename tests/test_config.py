@@ -1,6 +1,7 @@
 """Config resolution: presets as data, strict keys, typed values, and a hash that identifies results."""
 
 import pytest
+import torch
 
 from bench.config import PRESETS, build_run_config, deep_merge, load_preset
 from bench.errors import BenchError
@@ -119,3 +120,38 @@ def test_command_line_wins_over_study_parts(tmp_path):
 def test_bad_study_files_are_named(tree, message):
     with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         expand({**load_preset("smoke"), **tree})
+
+
+def test_views_section_at_its_defaults_keeps_the_hash_of_runs_from_before_it():
+    base = config()
+    assert "views" not in base.identity() and "views.rotate" in base.flat_params()
+    assert config({"views": {"crop_scale_min": None, "rotate": False}}).config_hash() == base.config_hash()
+    rotated = config({"views": {"rotate": True}})
+    assert rotated.identity()["views"]["rotate"] is True and rotated.config_hash() != base.config_hash()
+    assert config({"views": {"color_jitter": 1.0}}).config_hash() != base.config_hash()  # FG-SSL gains a jitter
+
+
+@pytest.mark.parametrize(
+    "views,message",
+    [
+        ({"crop_scale_min": 1.5}, r"views.crop_scale_min must be in \(0, 1\], got 1.5"),
+        ({"color_jitter": -1}, r"views.color_jitter must be in \[0, 5\], got -1.0"),
+        ({"rotate": "sometimes"}, "views.rotate expects bool"),
+        ({"blur": 2}, r"unknown key\(s\) views.blur"),
+    ],
+)
+def test_bad_view_options_are_clear_errors(views, message):
+    with pytest.raises(BenchError, match=message):
+        config({"views": views})
+
+
+def test_a_run_trains_on_the_views_its_config_asks_for():
+    from bench.data import load_for_config
+    from bench.run import build_ssl_trainer
+    from datasets.augment import RandomRotation
+    from methods.backbones import Backbone
+
+    run = config({"views": {"rotate": True, "crop_scale_min": 0.5}}, method="barlow")
+    trainer = build_ssl_trainer(run, load_for_config(run.data), Backbone("resnet18"), torch.device("cpu"), False, None)
+    for view in trainer.views:
+        assert any(isinstance(op, RandomRotation) for op in view.ops) and view.ops[0].scale == (0.5, 1.0)
