@@ -163,7 +163,7 @@ class RunConfig:
     def flat_params(self) -> dict[str, str]:
         """``section.key`` -> value strings, for MLflow params (same names for every method)."""
         flat: dict[str, str] = {"method": self.method, "device": self.device}
-        for section in ("data", "model", "optim", "train", "eval", "views"):
+        for section in _SECTIONS:
             for key, value in dataclasses.asdict(getattr(self, section)).items():
                 flat[f"{section}.{key}"] = _param_text(value)
         for key, value in self.method_options.items():
