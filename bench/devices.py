@@ -17,6 +17,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def place(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a network to ``device`` in channels_last layout, the layout ``BatchAugment`` hands it images in:
+    oneDNN's fast kernels on the CPU (NCHW max pooling alone is about 10x slower) and tensor cores on CUDA."""
+    return module.to(device, memory_format=torch.channels_last)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """float16 autocast on CUDA; nothing on the CPU, where float32 keeps runs exactly repeatable."""
     if device.type == "cuda":

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import EvalConfig, OptimConfig
-from bench.devices import autocast
+from bench.devices import autocast, place
 from bench.evaluate import ProtocolResult, Transform
 from bench.metrics import classification_metrics, confusion_and_per_class
 from bench.trainer import EpochLoop, EpochStats
@@ -286,7 +286,7 @@ def finetune(
 
     Metrics are ``val.*`` and ``test.*`` at the selected epoch plus ``selected_epoch`` (0-based, the
     step of the per-epoch values ``on_epoch_end`` receives)."""
-    model = build_classifier(pretrained, evaluation.finetune_mode, dataset.num_classes, evaluation, seed).to(device)
+    model = place(build_classifier(pretrained, evaluation.finetune_mode, dataset.num_classes, evaluation, seed), device)
     optim = OptimConfig(name="adamw", lr=evaluation.finetune_lr, weight_decay=evaluation.finetune_weight_decay)
     trainer = ClassifierTrainer(
         model,

@@ -18,7 +18,7 @@ import torch
 from bench.checkpoint import save_atomic
 from bench.config import REFERENCE_METHODS, RunConfig
 from bench.data import load_for_config
-from bench.devices import resolve_device
+from bench.devices import place, resolve_device
 from bench.distributed import DistributedContext, broadcast_from_main, follow, on_main_then_agree
 from bench.errors import BenchError
 from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
@@ -205,14 +205,14 @@ def _pretrain_and_evaluate(
     backbone = build_backbone(m.backbone, m.stem, m.weights, m.weights_sha256)
     pretrained: torch.nn.Module  # what fine-tuning starts from: the SSL method (FG-SSL's blocks) or a backbone
     if config.method == "random_init":
-        model: torch.nn.Module = backbone.to(device)
+        model: torch.nn.Module = place(backbone, device)
         embed, pretrained = backbone, backbone
     else:
         trainer: Trainer | ClassifierTrainer
         if config.method == "supervised":
             # Reference: the backbone trained from scratch (or from --weights) with cross-entropy on the
             # train labels, for the run's epochs, optimizer and batch size; no model selection.
-            classifier = PlainClassifier(backbone, dataset.num_classes).to(device)
+            classifier = place(PlainClassifier(backbone, dataset.num_classes), device)
             trainer = ClassifierTrainer(
                 classifier,
                 dataset.train,
@@ -286,7 +286,7 @@ def build_ssl_trainer(
     ctx: DistributedContext | None,
 ) -> Trainer:
     """The SSL method's Trainer, built the same way on every rank (after the same seeding)."""
-    method = build_method(config.method, backbone, config.method_options).to(device)
+    method = place(build_method(config.method, backbone, config.method_options), device)
     return Trainer(
         method,
         dataset.train.images,

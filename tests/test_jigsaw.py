@@ -1,9 +1,12 @@
 """The jigsaw is an exact permutation of tiles, random per image, reproducible per generator."""
 
+import itertools
+
 import pytest
 import torch
+from scipy.stats import chisquare
 
-from methods.jigsaw import jigsaw
+from methods.jigsaw import jigsaw, random_orders
 
 
 def tile_ids(images: torch.Tensor, n: int) -> torch.Tensor:
@@ -90,3 +93,22 @@ def test_cpu_fast_path_matches_index_select_across_staging_groups(channels_last)
     assert torch.equal(fast, with_grad.detach())
     assert torch.equal(fast.long() // 10_000, plane.expand(b, c, size, size))
     assert not torch.equal(fast, images)
+
+
+def test_random_orders_are_permutations_drawn_uniformly():
+    """All 24 orders of 4 tiles come up about equally often (chi-square), every row is a permutation."""
+    orders = random_orders(24_000, 4, generator=torch.Generator().manual_seed(3))
+    assert orders.dtype == torch.int64
+    assert torch.equal(orders.sort(dim=1).values, torch.arange(4).expand(24_000, -1))
+    index = {perm: i for i, perm in enumerate(itertools.permutations(range(4)))}
+    counts = torch.bincount(torch.tensor([index[tuple(row)] for row in orders.tolist()]), minlength=24)
+    assert chisquare(counts.numpy()).pvalue > 1e-3, counts
+
+
+def test_random_orders_follow_the_generator():
+    def draw(seed: int) -> torch.Tensor:
+        return random_orders(3, 1024, generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(5), draw(5))
+    assert not torch.equal(draw(5), draw(6))
+    assert len({tuple(row) for row in draw(5).tolist()}) == 3

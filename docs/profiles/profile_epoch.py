@@ -22,6 +22,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import methods.distributed
 from bench.config import OptimConfig, load_preset
+from bench.devices import place
 from bench.trainer import Trainer
 from datasets import DataRequest, load_dataset
 from datasets.augment import build_views
@@ -47,7 +48,8 @@ def profile_method(name: str, batches: int, images) -> str:
     config = load_preset("cpu")
     torch.manual_seed(0)
     model = config["model"]
-    method = build_method(name, Backbone(model["backbone"], model["stem"]), config["method_options"].get(name, {}))
+    built = build_method(name, Backbone(model["backbone"], model["stem"]), config["method_options"].get(name, {}))
+    method = place(built, torch.device("cpu"))
     first, second = build_views(method.view_recipe, config["data"]["image_size"])
     batch = config["train"]["batch_size"]
     trainer = Trainer(

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from bench.config import OptimConfig, load_preset
+from bench.devices import place
 from bench.trainer import Trainer
 from methods import build_method
 from methods.backbones import Backbone
@@ -185,7 +186,8 @@ class CpuPreset:
     def method(self, name: str, seed: int = 0) -> SSLMethod:
         torch.manual_seed(seed)
         model = self.config["model"]
-        return build_method(name, Backbone(model["backbone"], model["stem"]), self.options(name)).train()
+        method = build_method(name, Backbone(model["backbone"], model["stem"]), self.options(name))
+        return place(method, torch.device("cpu")).train()  # in the layout bench run trains in
 
     def optim(self) -> OptimConfig:
         return OptimConfig(**self.config["optim"])

@@ -4,7 +4,9 @@ an FG-SSL optimizer step.
 * ``images.clone()`` is the yardstick the issue names as the memory-bound floor: any jigsaw has to read
   and write every pixel once. Target: at most 3x a clone at every grid size. Both run with large blocks
   reused (conftest ``reused_memory``): the clone then takes what a copy into an existing buffer takes
-  (reported alongside), not the 13 ms of page faults a freshly mapped 38.5 MB output costs.
+  (reported alongside), not the 13 ms of page faults a freshly mapped 38.5 MB output costs. The batch is
+  in channels_last, as the harness's views are: a tile row holds all three channels (84 bytes at
+  n = 32, not 28 as in NCHW), so there are a third as many rows to move.
 * The authors' tile-swap loop (FG-SSL/PMG reference code: swap tile (0, 0) with every tile in a random
   order, one batch-wide order) run image by image is the naive way to get one order per sample.
   Target: never slower, at least 10x faster from 16 x 16 tiles up.
@@ -31,7 +33,9 @@ MAX_SHARE_OF_STEP = 0.02
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    """In channels_last, as the harness's views reach the jigsaw (``BatchAugment`` writes them so)."""
+    batch = torch.rand(BATCH, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    return batch.contiguous(memory_format=torch.channels_last)
 
 
 def tile_swap_per_image(images: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -117,7 +121,9 @@ def test_jigsaw_share_of_fgssl_step(ratio_bench, cpu_preset) -> None:
         [{"params": g.params, "lr": 0.05 * g.lr_scale} for g in method.param_groups()], lr=0.05, momentum=0.9
     )
     view1, view2 = (
-        torch.randn(cpu_preset.batch, 3, cpu_preset.image_size, cpu_preset.image_size, generator=g)
+        torch.randn(cpu_preset.batch, 3, cpu_preset.image_size, cpu_preset.image_size, generator=g).contiguous(
+            memory_format=torch.channels_last
+        )
         for g in (torch.Generator().manual_seed(1), torch.Generator().manual_seed(2))
     )
     generator = torch.Generator().manual_seed(0)
