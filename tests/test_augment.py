@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.devices import place
 from datasets.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -66,6 +67,15 @@ def test_eval_transform_is_exactly_scale_and_normalise() -> None:
     images = uint8_images()
     out = build_eval_transform(SIZE)(images, gen())
     torch.testing.assert_close(out, normalise(images.float() / 255), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("name", "view"), VIEWS, ids=VIEW_IDS)
+def test_views_come_out_in_channels_last_for_networks_placed_so(name: str, view: BatchAugment) -> None:
+    out = view(uint8_images(), gen())
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    network = place(torch.nn.Conv2d(3, 4, 3), torch.device("cpu"))
+    assert network.weight.is_contiguous(memory_format=torch.channels_last)
+    assert network(out).is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize(("name", "view"), VIEWS, ids=VIEW_IDS)
