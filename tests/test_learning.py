@@ -25,10 +25,8 @@ def test_loss_falls_and_knn_beats_chance(tmp_path, method):
             "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128]},
             "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-6},
             "train": {"epochs": 8, "batch_size": 64},
-            # As the cpu preset: colour jitter for FG-SSL's views, whose published recipe keeps colour,
-            # which varies between synthetic lesions but not between classes (README, Results). The
-            # factor 1 leaves the other methods' recipes exactly as published.
-            "views": {"color_jitter": 1.0},
+            # The cpu preset's view options, made for this data (FG-SSL's views get colour jitter).
+            "views": load_preset("cpu")["views"],
         },
     )
     (config,) = expand(tree)
