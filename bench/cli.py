@@ -289,11 +289,30 @@ def _state_dir(uri: str) -> Path:
 
 
 def resolve_tree(args: argparse.Namespace) -> dict[str, Any]:
-    """Preset < config file < command line; the command line also wins over a study's ``parts``."""
+    """Preset < config file < command line; the command line also wins over a study's ``parts``, and
+    an optimizer value it gives (``--lr``) over the per-method values of the preset or file."""
     tree, overrides = _preset_and_config(args), cli_overrides(args)
+    given = set(overrides.get("optim") or {})
+    tree = without_method_optim(tree, given)
     if isinstance(tree.get("parts"), list):
-        tree["parts"] = [deep_merge(part, overrides) if isinstance(part, dict) else part for part in tree["parts"]]
+        tree["parts"] = [
+            deep_merge(without_method_optim(part, given), overrides) if isinstance(part, dict) else part
+            for part in tree["parts"]
+        ]
     return deep_merge(tree, overrides)
+
+
+def without_method_optim(tree: dict[str, Any], keys: set[str]) -> dict[str, Any]:
+    """``tree`` without ``keys`` in its per-method optimizer overrides (``method_optim``), so that a
+    value meant for every method (``--lr``) reaches the methods a preset gives their own."""
+    per_method = tree.get("method_optim")
+    if not keys or not isinstance(per_method, dict):
+        return tree
+    kept = {
+        method: {k: v for k, v in values.items() if k not in keys} if isinstance(values, dict) else values
+        for method, values in per_method.items()
+    }
+    return {**tree, "method_optim": kept}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -26,22 +26,27 @@ from methods.base import SSLMethod
 OBJECTIVE = "knn.val.accuracy"
 
 
-def _lr(trial: optuna.Trial) -> dict[str, Any]:
-    return {"optim": {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True)}}
+def _lr(trial: optuna.Trial, method: str) -> dict[str, Any]:
+    """The trial's learning rate as the method's own optimizer override, so it also wins over a
+    per-method value of the preset (the cpu preset's for BYOL)."""
+    return {"method_optim": {method: {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True)}}}
 
 
 SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
     "simclr": lambda t: {
-        **_lr(t),
+        **_lr(t, "simclr"),
         "method_options": {"simclr": {"temperature": t.suggest_float("temperature", 0.05, 1.0, log=True)}},
     },
-    "byol": lambda t: {**_lr(t), "method_options": {"byol": {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)}}},
+    "byol": lambda t: {
+        **_lr(t, "byol"),
+        "method_options": {"byol": {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)}},
+    },
     "barlow": lambda t: {
-        **_lr(t),
+        **_lr(t, "barlow"),
         "method_options": {"barlow": {"lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True)}},
     },
     "fgssl": lambda t: {
-        **_lr(t),
+        **_lr(t, "fgssl"),
         "method_options": {
             "fgssl": {
                 "lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True),

@@ -108,6 +108,28 @@ def test_command_line_wins_over_study_parts(tmp_path):
     assert sorted((r.method, r.train.seed, r.train.epochs) for r in runs) == [("byol", 5, 1), ("simclr", 5, 1)]
 
 
+def test_command_line_learning_rate_reaches_methods_the_file_gives_their_own(tmp_path):
+    from bench.cli import build_parser, resolve_tree
+
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "method_optim: {byol: {lr: 0.3, weight_decay: 0.1}}\n"
+        "parts:\n  - {methods: [simclr, byol]}\n  - {methods: [barlow], method_optim: {barlow: {lr: 0.2}}}\n"
+    )
+
+    def resolved(*flags):
+        args = build_parser().parse_args(["run", "--preset", "smoke", "--config", str(study), *flags])
+        return {r.method: (r.optim.lr, r.optim.weight_decay) for r in expand(resolve_tree(args))}
+
+    smoke = load_preset("smoke")["optim"]
+    default_wd = build_run_config(load_preset("smoke"), "simclr", "synthetic", 32, 0).optim.weight_decay
+    assert resolved() == {"simclr": (smoke["lr"], default_wd), "byol": (0.3, 0.1), "barlow": (0.2, default_wd)}
+    # --lr is the learning rate of every method; the other per-method values stay.
+    assert resolved("--lr", "0.01") == {"simclr": (0.01, default_wd), "byol": (0.01, 0.1), "barlow": (0.01, default_wd)}
+    # A per-method value on the command line is more specific than --lr.
+    assert resolved("--lr", "0.01", "--set", "method_optim.byol.lr=0.5")["byol"] == (0.5, 0.1)
+
+
 @pytest.mark.parametrize(
     ("tree", "message"),
     [

@@ -5,10 +5,19 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
+from bench.config import build_run_config, deep_merge, load_preset
+from bench.tune import SEARCH_SPACES
 
-pytestmark = pytest.mark.slow
+
+@pytest.mark.parametrize("method", sorted(SEARCH_SPACES))
+def test_a_trials_learning_rate_wins_over_the_presets_per_method_one(method):
+    tree = deep_merge(load_preset("smoke"), {"method_optim": {method: {"lr": 7.0}}})
+    trial = optuna.trial.FixedTrial({"lr": 0.02, "temperature": 0.2, "tau_base": 0.95, "lambd": 0.01, "embed_dim": 128})
+    config = build_run_config(deep_merge(tree, SEARCH_SPACES[method](trial)), method, "synthetic", 32, 0)
+    assert config.optim.lr == 0.02
 
 
+@pytest.mark.slow
 def test_tune_four_trials_logs_them_and_prints_the_best(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = ["tune", "--method", "simclr", "--trials", "4", "--preset", "smoke", "--no-progress", "--tracking-uri", uri]
@@ -31,6 +40,7 @@ def test_tune_four_trials_logs_them_and_prints_the_best(tmp_path, capsys):
     assert study.best_value == pytest.approx(best.data.metrics["knn.val.accuracy"])
 
 
+@pytest.mark.slow
 def test_tune_rejects_unknown_method_and_bad_storage(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["tune", "--method", "moco", "--preset", "smoke", "--trials", "1", "--tracking-uri", uri]) == 2
