@@ -26,35 +26,23 @@ from methods.base import SSLMethod
 OBJECTIVE = "knn.val.accuracy"
 
 
-def _lr(trial: optuna.Trial, method: str) -> dict[str, Any]:
-    """The trial's learning rate as the method's own optimizer override, so it also wins over a
-    per-method value of the preset (the cpu preset's for BYOL)."""
-    return {"method_optim": {method: {"lr": trial.suggest_float("lr", 1e-4, 1e-1, log=True)}}}
-
-
+# Each method's own options to search, beside the learning rate that every method searches.
 SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
-    "simclr": lambda t: {
-        **_lr(t, "simclr"),
-        "method_options": {"simclr": {"temperature": t.suggest_float("temperature", 0.05, 1.0, log=True)}},
-    },
-    "byol": lambda t: {
-        **_lr(t, "byol"),
-        "method_options": {"byol": {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)}},
-    },
-    "barlow": lambda t: {
-        **_lr(t, "barlow"),
-        "method_options": {"barlow": {"lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True)}},
-    },
+    "simclr": lambda t: {"temperature": t.suggest_float("temperature", 0.05, 1.0, log=True)},
+    "byol": lambda t: {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)},
+    "barlow": lambda t: {"lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True)},
     "fgssl": lambda t: {
-        **_lr(t, "fgssl"),
-        "method_options": {
-            "fgssl": {
-                "lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True),
-                "embed_dim": t.suggest_categorical("embed_dim", [128, 256, 512]),
-            }
-        },
+        "lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True),
+        "embed_dim": t.suggest_categorical("embed_dim", [128, 256, 512]),
     },
 }
+
+
+def suggest(method: str, trial: optuna.Trial) -> dict[str, Any]:
+    """The trial's config overrides. The learning rate goes in as the method's own optimizer value,
+    so it also wins over a per-method value of the preset (the cpu preset's for BYOL)."""
+    lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+    return {"method_optim": {method: {"lr": lr}}, "method_options": {method: SEARCH_SPACES[method](trial)}}
 
 
 def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: int = 0) -> optuna.Study:
@@ -105,7 +93,7 @@ def tune(
     check_fits_data(build_run_config(tree, method, dataset, batch_size, seed))
 
     def objective(trial: optuna.Trial) -> float:
-        config = build_run_config(deep_merge(tree, SEARCH_SPACES[method](trial)), method, dataset, batch_size, seed)
+        config = build_run_config(deep_merge(tree, suggest(method, trial)), method, dataset, batch_size, seed)
         tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number)}
         outcome = execute(
             config, tracker, ledger, progress=progress, epoch_hook=_pruning_hook(trial, config), extra_tags=tags

@@ -6,14 +6,14 @@ from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 from bench.config import build_run_config, deep_merge, load_preset
-from bench.tune import SEARCH_SPACES
+from bench.tune import SEARCH_SPACES, suggest
 
 
 @pytest.mark.parametrize("method", sorted(SEARCH_SPACES))
 def test_a_trials_learning_rate_wins_over_the_presets_per_method_one(method):
     tree = deep_merge(load_preset("smoke"), {"method_optim": {method: {"lr": 7.0}}})
     trial = optuna.trial.FixedTrial({"lr": 0.02, "temperature": 0.2, "tau_base": 0.95, "lambd": 0.01, "embed_dim": 128})
-    config = build_run_config(deep_merge(tree, SEARCH_SPACES[method](trial)), method, "synthetic", 32, 0)
+    config = build_run_config(deep_merge(tree, suggest(method, trial)), method, "synthetic", 32, 0)
     assert config.optim.lr == 0.02
 
 
