@@ -27,6 +27,7 @@ from bench.ledger import Ledger
 from bench.seeding import seed_everything
 from bench.tracking import Tracker, TrackingUnavailable, environment_tags
 from bench.trainer import EpochStats, Trainer, TrainingFailed
+from bench.variance import variance_shares
 from bench.weights import build_backbone, check_weights
 from datasets import Dataset, get_dataset_spec
 from datasets.augment import build_eval_transform, build_finetune_transform, build_views
@@ -364,10 +365,13 @@ def _evaluate_and_log(
     """Every selected protocol; kNN and the linear probe share one pass of frozen features, the
     fine-tune works on a copy (``model.pt`` is the pretrained model either way)."""
     features = None
+    metrics: dict[str, float] = {}
     if {"knn", "linear"} & set(config.eval.protocols):
         features = extract_features(
             embed, dataset, build_eval_transform(dataset.image_size), device, config.eval.batch_size
         )
+        shares = variance_shares(*features.test, dataset.test.factors)
+        metrics.update({f"variance_share.test.{name}": value for name, value in shares.items()})
     common = {"class_names": dataset.class_names, "ordinal": get_dataset_spec(dataset.name).ordinal}
 
     def on_finetune_epoch(report: EpochReport, _model: torch.nn.Module) -> None:
@@ -400,7 +404,6 @@ def _evaluate_and_log(
             **common,
         ),
     }
-    metrics: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for name in config.eval.protocols:

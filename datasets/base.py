@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,11 +14,16 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """One split, decoded once: ``images`` is uint8 ``[N, 3, H, W]`` (an array or a read-only memmap)."""
+    """One split, decoded once: ``images`` is uint8 ``[N, 3, H, W]`` (an array or a read-only memmap).
+
+    ``factors``: per-image values of how each image was made, known only for generated data; they let
+    an evaluation ask what else than the class a representation encodes (``bench.variance``).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     ids: tuple[str, ...]
+    factors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -26,6 +32,9 @@ class ImageSplit:
             raise ValueError(
                 f"images ({len(self.images)}), labels ({len(self.labels)}) and ids ({len(self.ids)}) differ in length"
             )
+        wrong = sorted(name for name, values in self.factors.items() if np.shape(values) != (len(self.labels),))
+        if wrong:
+            raise ValueError(f"factor(s) {', '.join(wrong)} need one value per image ({len(self.labels)})")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -15,6 +15,8 @@ from datasets.check import CheckReport
 from datasets.request import DataRequest
 
 CLASS_NAMES = ("network", "globules", "streaks", "structureless")
+# Drawn for every image from the same distributions whatever its class (lesion area: fraction of the image).
+FACTOR_NAMES = ("lesion_brightness", "skin_brightness", "lesion_area")
 _SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -36,20 +38,26 @@ def check(request: DataRequest) -> CheckReport:
 
 
 def generate_split(count: int, image_size: int, *, seed: int, prefix: str = "img") -> ImageSplit:
-    """``count`` images with balanced classes in a seeded random order."""
+    """``count`` images with balanced classes in a seeded random order, with the nuisance factors
+    each image was drawn with (``FACTOR_NAMES``), which a representation should not need."""
     if count < len(CLASS_NAMES):
         raise ValueError(f"a synthetic split needs at least {len(CLASS_NAMES)} images, got {count}")
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(count) % len(CLASS_NAMES))
-    images = np.stack([_render(int(label), image_size, rng) for label in labels])
+    rendered = [_render(int(label), image_size, rng) for label in labels]
+    images = np.stack([image for image, _ in rendered])
+    factors = {name: np.array([drawn[name] for _, drawn in rendered]) for name in FACTOR_NAMES}
     ids = tuple(f"{prefix}_{i:05d}" for i in range(count))
-    return ImageSplit(images=images, labels=labels.astype(np.int64), ids=ids)
+    return ImageSplit(images=images, labels=labels.astype(np.int64), ids=ids, factors=factors)
 
 
-def _render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def _render(label: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
+    """One image and the nuisance factors it was drawn with."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    skin = (np.array([0.88, 0.69, 0.58]) * rng.uniform(0.9, 1.05) + rng.uniform(-0.03, 0.03, 3)).astype(np.float32)
-    lesion = (np.array([0.48, 0.30, 0.20]) * rng.uniform(0.6, 1.3) + rng.uniform(-0.04, 0.04, 3)).astype(np.float32)
+    skin_brightness, skin_tint = rng.uniform(0.9, 1.05), rng.uniform(-0.03, 0.03, 3)
+    skin = (np.array([0.88, 0.69, 0.58]) * skin_brightness + skin_tint).astype(np.float32)
+    lesion_brightness, lesion_tint = rng.uniform(0.6, 1.3), rng.uniform(-0.04, 0.04, 3)
+    lesion = (np.array([0.48, 0.30, 0.20]) * lesion_brightness + lesion_tint).astype(np.float32)
     cy, cx = rng.uniform(0.4, 0.6, size=2)
     ry, rx = rng.uniform(0.22, 0.38, size=2)
     angle = rng.uniform(0, np.pi)
@@ -63,7 +71,8 @@ def _render(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     shade = 1.0 + rng.uniform(0.12, 0.22) * texture * mask
     image = skin[:, None, None] * (1 - mask) + lesion[:, None, None] * mask * shade
     image += rng.normal(0.0, 0.02, size=image.shape).astype(np.float32)
-    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
+    drawn = {"lesion_brightness": lesion_brightness, "skin_brightness": skin_brightness, "lesion_area": np.pi * rx * ry}
+    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8), drawn
 
 
 def _period(size: int, rng: np.random.Generator) -> float:

@@ -39,6 +39,9 @@ def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
         assert run.info.status == "FINISHED"
         assert 0 <= run.data.metrics["knn.test.accuracy"] <= 1
         assert 0 <= run.data.metrics["linear.test.balanced_accuracy"] <= 1
+        shares = {k.rsplit(".", 1)[1]: v for k, v in run.data.metrics.items() if k.startswith("variance_share.test.")}
+        assert set(shares) == {"class", "lesion_brightness", "skin_brightness", "lesion_area"}
+        assert all(0 <= share <= 1 for share in shares.values()), shares
         assert run.data.params["train.batch_size"] == "32" and run.data.params["data.name"] == "synthetic"
         for tag in (
             "config_hash",

@@ -1,9 +1,12 @@
-"""The synthetic default: seeded, balanced, and classes that differ only in fine texture."""
+"""The synthetic default: seeded, balanced, classes that differ only in fine texture, and the
+nuisance factors of every image recorded."""
 
 import numpy as np
+import pytest
+from scipy import stats
 
-from datasets import DataRequest, load_dataset
-from datasets.synthetic import CLASS_NAMES, generate_split
+from datasets import DataRequest, ImageSplit, load_dataset
+from datasets.synthetic import CLASS_NAMES, FACTOR_NAMES, generate_split
 
 
 def test_seeded_and_balanced():
@@ -39,3 +42,27 @@ def test_classes_differ_in_high_frequency_energy():
     detail = np.abs(np.diff(gray, axis=2)).mean(axis=(1, 2))
     means = [detail[split.labels == c].mean() for c in range(4)]
     assert means[3] < min(means[:3])  # structureless lesions have the least fine detail
+
+
+def test_each_image_comes_with_the_nuisance_factors_it_was_drawn_with():
+    split = generate_split(200, 48, seed=2)
+    assert set(split.factors) == set(FACTOR_NAMES)
+    gray = split.images.astype(np.float64).mean(axis=1) / 255
+    corners = np.concatenate([gray[:, :3, :3], gray[:, -3:, -3:]], axis=1).mean(axis=(1, 2))  # skin
+    dark = gray < corners[:, None, None] - 0.15  # lesion pixels
+    lesion_mean = np.array([g[d].mean() for g, d in zip(gray, dark, strict=True)])
+    assert stats.pearsonr(split.factors["skin_brightness"], corners)[0] > 0.9
+    assert stats.pearsonr(split.factors["lesion_brightness"], lesion_mean)[0] > 0.9
+    assert stats.pearsonr(split.factors["lesion_area"], dark.mean(axis=(1, 2)))[0] > 0.8
+
+
+def test_nuisance_factors_are_drawn_alike_for_every_class():
+    split = generate_split(400, 32, seed=0)
+    for name, values in split.factors.items():
+        assert stats.kruskal(*[values[split.labels == c] for c in range(4)]).pvalue > 0.05, name
+
+
+def test_a_split_refuses_factors_that_do_not_match_its_images():
+    split = generate_split(8, 32, seed=0)
+    with pytest.raises(ValueError, match="lesion_area need one value per image"):
+        ImageSplit(split.images, split.labels, split.ids, factors={"lesion_area": np.ones(7)})
