@@ -42,6 +42,7 @@ from reports.tables import (
     sensitivity_table,
     short_sha,
     tests_table,
+    variance_table,
 )
 
 FORMATS = ("pdf", "md", "csv", "tex")
@@ -105,6 +106,9 @@ def analyse(tracking_uri: str, experiments: list[str] | None) -> ReportData:
     if not sensitivity.data.empty and sensitivity.data["batch_sizes"].max() >= 2:
         tables.append(sensitivity)
     tables.extend(ablation_tables(runs, headline))
+    variance = variance_table(runs)
+    if variance is not None:
+        tables.append(variance)
     tables.append(cost_table(runs))
     if (runs["status"] != FINISHED).any():
         tables.append(excluded_runs_table(runs))

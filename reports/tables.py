@@ -1,10 +1,10 @@
 """The report's tables, built from the tidy run DataFrame: comparison, paired tests, batch-size sensitivity,
-ablation, cost and the runs left out of the statistics."""
+ablation, what the embeddings encode, cost and the runs left out of the statistics."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,7 @@ HEADLINE_METRICS = (
     "finetune.test.balanced_accuracy",
 )
 TEST_METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro", "qwk")
+VARIANCE_PREFIX = "variance_share.test."
 ALPHA = 0.05
 DAGGER = "†"
 FEW_NOTE = f"{DAGGER} fewer than {MIN_SEEDS} seeds: spread and interval are unreliable (n = seeds)."
@@ -469,11 +470,8 @@ def _option_text(column: str, value: object) -> str:
     return f"{column.removeprefix('param.method.').removeprefix('param.eval.')}={value}"
 
 
-def cost_table(frame: pd.DataFrame) -> Table:
-    """Wall time and throughput per method and batch size; memory only if a run logged it."""
-    runs = main_runs(frame)
-    memory_cols = [c for c in runs.columns if "memory" in c.lower() and pd.api.types.is_numeric_dtype(runs[c])]
-    display_rows, data_rows = [], []
+def _arm_groups(runs: pd.DataFrame) -> Iterator[tuple[str, int, str, bool, str, pd.DataFrame]]:
+    """(setting, batch size, method, reference, weights, its runs) per arm, in report order."""
     keys = sorted(
         {
             (s, int(b), m, r, w)
@@ -490,6 +488,48 @@ def cost_table(frame: pd.DataFrame) -> Table:
             & (runs["method"] == method)
             & (runs["weights"] == weights)
         ]
+        yield setting, batch, method, reference, weights, group
+
+
+def variance_table(frame: pd.DataFrame) -> Table | None:
+    """What the frozen embeddings' variance follows per method and batch size (bench/variance.py): the
+    class, and on generated data each nuisance factor; None when no run logged the shares."""
+    runs = main_runs(frame)
+    shares = sorted(
+        (c for c in runs.columns if c.startswith(VARIANCE_PREFIX)), key=lambda c: (c != f"{VARIANCE_PREFIX}class", c)
+    )
+    if not shares:
+        return None
+    display_rows, data_rows = [], []
+    for setting, batch, method, reference, weights, group in _arm_groups(runs):
+        disp = {"dataset": setting, "batch": str(batch), "method": method_label(method, reference, weights)}
+        data = {"setting": setting, "batch_size": batch, "method": method, "weights": weights, "runs": len(group)}
+        for column in shares:
+            name = column.removeprefix(VARIANCE_PREFIX)
+            summary = summarize(_col(group, column))
+            disp[name.replace("_", " ")] = _mean_std(summary, 1.0, ".3f")
+            data[f"{name}_mean"], data[f"{name}_std"] = summary.mean, summary.std
+        display_rows.append(disp)
+        data_rows.append(data)
+    along_factors = ", and along each nuisance factor the synthetic generator drew independently of the class"
+    something_else = "; a large nuisance share with a small class share means it learned something else"
+    factors = len(shares) > 1
+    notes = [
+        "Share of the variance of the L2-normalised test embeddings (frozen backbone) that lies between the "
+        f"classes{along_factors if factors else ''}; mean ± std over seeds.",
+        f"A method that learned the class raises the class share above the untrained reference's"
+        f"{something_else if factors else ''}.",
+    ]
+    title = "What the embeddings encode"
+    return Table("embedding_variance", title, pd.DataFrame(display_rows), pd.DataFrame(data_rows), set(), notes)
+
+
+def cost_table(frame: pd.DataFrame) -> Table:
+    """Wall time and throughput per method and batch size; memory only if a run logged it."""
+    runs = main_runs(frame)
+    memory_cols = [c for c in runs.columns if "memory" in c.lower() and pd.api.types.is_numeric_dtype(runs[c])]
+    display_rows, data_rows = [], []
+    for setting, batch, method, reference, weights, group in _arm_groups(runs):
         seconds = summarize(_col(group, "run.seconds"))
         speed = summarize(_col(group, "train.images_per_second"))
         disp = {

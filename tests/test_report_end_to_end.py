@@ -106,12 +106,15 @@ def test_full_report(store, tmp_path):
     assert slope == pytest.approx(fit.slope)
 
     assert "Ablation: fgssl options" in text and "levels=1,2" in text
+    shares = done[(done["method"] == "simclr") & (done["batch_size"] == 16)]["variance_share.test.class"]
+    assert "What the embeddings encode" in text and f"{shares.mean():.3f} ± {shares.std(ddof=1):.3f}" in text
     for name in (
         "comparison_knn",
         "comparison_linear",
         "paired_tests",
         "batch_size_sensitivity",
         "ablation_fgssl",
+        "embedding_variance",
         "cost",
         "excluded_runs",
     ):

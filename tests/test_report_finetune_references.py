@@ -27,7 +27,7 @@ from scipy import stats as sps
 from bench.config import RunConfig, build_run_config
 from reports import analyse, build_report
 from reports.collect import experiment_ids, load_runs, metric_columns
-from reports.tables import method_label, reference_kind
+from reports.tables import method_label, reference_kind, variance_table
 
 WEIGHTS = {"A": b"stand-in for ImageNet resnet18 weights", "B": b"stand-in for other weights"}
 SHA_A, SHA_B = (hashlib.sha256(WEIGHTS[k]).hexdigest() for k in ("A", "B"))
@@ -402,3 +402,15 @@ def test_pdf_shows_finetune_and_references(store, tmp_path):
     assert f"{SHA_A[:8]} = {SHA_A} (copy.pt, imagenet.pt): random_init" in text
     assert "Fine-tune training loss per epoch" in text and "Fine-tune val balanced accuracy" in text
     assert "best run per method (finetune, best by balanced_accuracy)" in text
+
+
+def test_variance_shares_table_lists_the_class_first_then_each_factor(store):
+    runs = runs_of(store, "plain")
+    assert variance_table(runs) is None  # logged before the shares existed: no table, no empty columns
+    runs["variance_share.test.skin_brightness"] = 0.1
+    runs["variance_share.test.class"] = runs["seed"] * 0.1  # seeds 0, 1, 2: mean 0.1, std 0.1
+    variance = variance_table(runs)
+    assert list(variance.display.columns) == ["dataset", "batch", "method", "class", "skin brightness"]
+    first = variance.display.iloc[0]
+    assert (first["method"], first["class"], first["skin brightness"]) == ("fgssl", "0.100 ± 0.100", "0.100 ± 0.000")
+    assert variance.data.iloc[0]["class_mean"] == pytest.approx(0.1) and variance.data.iloc[0]["runs"] == 3
