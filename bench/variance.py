@@ -33,6 +33,6 @@ def variance_shares(
     for name, values in (factors or {}).items():
         trend = np.asarray(values, dtype=np.float64) - np.mean(values)
         norm = np.linalg.norm(trend)
-        along = (trend / norm) @ z if norm > 0 else np.zeros(z.shape[1])  # per-dimension covariance with it
+        along = (trend / norm) @ z if norm > 0 else np.zeros(z.shape[1])  # each dimension's component along the trend
         shares[name] = float(along @ along) / total
     return shares
