@@ -5,8 +5,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from bench.config import DataConfig
 from bench.errors import BenchError
+from bench.schema import DataConfig
 from datasets import DataRequest, Dataset, DatasetError, load_dataset
 
 

@@ -32,17 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.config import EvalConfig, OptimConfig
-from bench.devices import autocast, place
+from bench.devices import place
 from bench.evaluate import ProtocolResult, Transform
 from bench.metrics import classification_metrics, confusion_and_per_class
+from bench.schema import EvalConfig, OptimConfig
 from bench.trainer import EpochLoop, EpochStats
 from datasets import Dataset, ImageSplit
 from datasets.augment import build_eval_transform, build_finetune_transform
 from methods.backbones import Backbone
-from methods.base import ParamGroup, SSLMethod
-from methods.fgssl import FGSSL
-from methods.heads import ConvBlock, EmbeddingHead
+from methods.base import ParamGroup, SSLMethod, StepLoss
+from methods.hierarchy import LEVELS, Hierarchy
 from methods.jigsaw import jigsaw
 
 DATA_ORDER_STREAM, AUGMENT_STREAM = 2, 3  # distinct from the SSL trainer's streams (0, 1)
@@ -63,66 +62,55 @@ class PlainClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def training_steps(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> Iterator[tuple[str, torch.Tensor]]:
-        yield "ce", F.cross_entropy(self(x), y)
+    def training_steps(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> Iterator[StepLoss]:
+        yield StepLoss("ce", F.cross_entropy(self(x), y))
 
 
 class ProgressiveClassifier(nn.Module):
-    """PMG's progressive classifier over the backbone's layer2/3/4 maps (levels 1-3) and their concat.
-
-    ``blocks[k]`` turns the level-k map into a pooled vector ``h_k``, ``embeddings[k]`` embeds it and
-    ``classifiers[k]`` scores it; the concat head scores ``cat(h_1, h_2, h_3)``.
-    """
+    """PMG's progressive classifier: a ``Hierarchy`` over the backbone's layer2/3/4 maps (levels 1-3), one
+    classifier per level's embedding and one on the concat embedding."""
 
     step_names = ("level1", "level2", "level3", "concat")
 
     def __init__(
         self,
         backbone: Backbone,
-        blocks: nn.ModuleList,
-        embeddings: nn.ModuleList,
-        concat_embedding: nn.Module,
-        embed_dim: int,
+        hierarchy: Hierarchy,
         num_classes: int,
         grids: tuple[int, int, int],
         concat_weight: float = PMG_CONCAT_WEIGHT,
     ) -> None:
         super().__init__()
-        if len(blocks) != 3 or len(embeddings) != 3 or len(grids) != 3:
-            raise ValueError("the progressive classifier needs three blocks, embeddings and grids")
-        self.backbone, self.blocks, self.embeddings = backbone, blocks, embeddings
-        self.concat_embedding = concat_embedding
-        self.classifiers = nn.ModuleList(nn.Linear(embed_dim, num_classes) for _ in range(3))
-        self.concat_classifier = nn.Linear(embed_dim, num_classes)
+        if len(grids) != len(LEVELS):
+            raise ValueError("the progressive classifier needs three jigsaw grids")
+        self.backbone, self.hierarchy = backbone, hierarchy
+        self.classifiers = nn.ModuleList(nn.Linear(hierarchy.embed_dim, num_classes) for _ in LEVELS)
+        self.concat_classifier = nn.Linear(hierarchy.embed_dim, num_classes)
         self.grids = tuple(grids)
         self.concat_weight = concat_weight
 
     def level_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits of the three levels and the concat head on ``x`` (one pass through the backbone)."""
-        hidden = [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
-        logits = [clf(emb(h)) for clf, emb, h in zip(self.classifiers, self.embeddings, hidden, strict=True)]
-        logits.append(self.concat_classifier(self.concat_embedding(torch.cat(hidden, dim=1))))
+        hidden = self.hierarchy.hidden(self.backbone, x)
+        embeddings = self.hierarchy.embeddings
+        logits = [clf(emb(h)) for clf, emb, h in zip(self.classifiers, embeddings, hidden, strict=True)]
+        logits.append(self.concat_classifier(self.hierarchy.concat(hidden)))
         return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The prediction PMG makes: the sum of the four heads' logits."""
         return torch.stack(self.level_logits(x)).sum(dim=0)
 
-    def training_steps(
-        self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
-    ) -> Iterator[tuple[str, torch.Tensor]]:
+    def training_steps(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> Iterator[StepLoss]:
         """Level k on a jigsaw of grid n_k (only the backbone up to stage k runs), then the concat head
         on the unshuffled images; the caller steps the optimizer after each."""
-        for level in (1, 2, 3):
+        for level in LEVELS:
             puzzle = jigsaw(x, self.grids[level - 1], generator=generator)
-            hidden = self.blocks[level - 1](self.backbone.stages(puzzle, upto=level)[-1])
-            logits = self.classifiers[level - 1](self.embeddings[level - 1](hidden))
-            yield f"level{level}", F.cross_entropy(logits, y)
-        hidden = [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
-        logits = self.concat_classifier(self.concat_embedding(torch.cat(hidden, dim=1)))
-        yield "concat", self.concat_weight * F.cross_entropy(logits, y)
+            hidden = self.hierarchy.level_hidden(self.backbone, level, puzzle)
+            logits = self.classifiers[level - 1](self.hierarchy.embeddings[level - 1](hidden))
+            yield StepLoss(f"level{level}", F.cross_entropy(logits, y))
+        logits = self.concat_classifier(self.hierarchy.concat(self.hierarchy.hidden(self.backbone, x)))
+        yield StepLoss("concat", self.concat_weight * F.cross_entropy(logits, y))
 
 
 Classifier = PlainClassifier | ProgressiveClassifier
@@ -133,9 +121,10 @@ def build_classifier(
 ) -> Classifier:
     """A classifier on a deep copy of ``pretrained`` (a ``Backbone`` or an ``SSLMethod``).
 
-    Progressive on FG-SSL reuses its pretrained blocks and embedding heads; on anything else it builds
-    new ones. New modules are initialised from a generator seeded by ``seed`` alone, so they do not
-    depend on how much randomness pretraining consumed (resumed and uninterrupted runs agree).
+    Progressive on a method with a hierarchy (FG-SSL) reuses its pretrained blocks and embedding heads;
+    on anything else it builds new ones. New modules are initialised from a generator seeded by ``seed``
+    alone, so they do not depend on how much randomness pretraining consumed (resumed and uninterrupted
+    runs agree).
     """
     if mode not in ("plain", "progressive"):
         raise ValueError(f"unknown fine-tune mode {mode!r}; valid: plain, progressive")
@@ -145,28 +134,13 @@ def build_classifier(
         torch.manual_seed(seed + HEAD_SEED_OFFSET)
         if mode == "plain":
             return PlainClassifier(backbone, num_classes)
-        if isinstance(source, FGSSL):
-            return ProgressiveClassifier(
-                backbone,
-                source.blocks,
-                source.embeddings,
-                source.concat_embedding,
-                source.config.embed_dim,
-                num_classes,
-                evaluation.finetune_grids,
-                source.config.concat_weight,
-            )
-        mid, out = evaluation.finetune_block_channels
-        dim = evaluation.finetune_embed_dim
-        return ProgressiveClassifier(
-            backbone,
-            nn.ModuleList(ConvBlock(channels, mid, out) for channels in backbone.stage_channels),
-            nn.ModuleList(EmbeddingHead(out, dim) for _ in range(3)),
-            EmbeddingHead(3 * out, dim),
-            dim,
-            num_classes,
-            evaluation.finetune_grids,
-        )
+        hierarchy = source.pretrained_hierarchy() if isinstance(source, SSLMethod) else None
+        if hierarchy is None:
+            mid, out = evaluation.finetune_block_channels
+            hierarchy = Hierarchy(backbone.stage_channels, mid, out, evaluation.finetune_embed_dim)
+        # A pretrained hierarchy keeps the concat weight its method trained with (FG-SSL's ``concat_weight``).
+        weight = getattr(getattr(source, "config", None), "concat_weight", PMG_CONCAT_WEIGHT)
+        return ProgressiveClassifier(backbone, hierarchy, num_classes, evaluation.finetune_grids, weight)
 
 
 class ClassifierTrainer(EpochLoop):
@@ -218,15 +192,8 @@ class ClassifierTrainer(EpochLoop):
         images = torch.from_numpy(np.ascontiguousarray(self.split.images[index.numpy()])).to(self.device)
         x = self.transform(images, generator)
         y = self.labels[index].to(self.device)
-        steps = self.model.training_steps(x, y, generator)
-        while True:
-            with autocast(self.device):
-                step = next(steps, None)
-            if step is None:
-                return None
-            name, loss = step
-            self._optimizer_step(loss)
-            sums[name] += loss.detach()
+        self._step_through(self.model.training_steps(x, y, generator), sums)
+        return None
 
 
 @torch.inference_mode()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,23 +13,21 @@ from pathlib import Path
 
 import torch
 
-from bench.checkpoint import save_atomic
-from bench.config import REFERENCE_METHODS, RunConfig
 from bench.data import load_for_config
 from bench.devices import place, resolve_device
-from bench.distributed import DistributedContext, broadcast_from_main, follow, on_main_then_agree
 from bench.errors import BenchError
-from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
-from bench.finetune import ClassifierTrainer, EpochReport, PlainClassifier, finetune
 from bench.ledger import Ledger
+from bench.process_group import DistributedContext, broadcast_from_main, follow, on_main_then_agree
+from bench.references import REFERENCES, Prepared
+from bench.schema import RunConfig
+from bench.scoring import evaluate_and_log
 from bench.seeding import seed_everything
 from bench.tracking import Tracker, TrackingUnavailable, environment_tags
 from bench.trainer import EpochStats, Trainer, TrainingFailed
-from bench.variance import variance_shares
 from bench.weights import build_backbone, check_weights
-from datasets import Dataset, get_dataset_spec
-from datasets.augment import build_eval_transform, build_finetune_transform, build_views
-from methods import build_method
+from datasets import Dataset
+from datasets.augment import build_views
+from methods import build_method, get_method
 from methods.base import SSLMethod
 
 
@@ -53,7 +49,8 @@ def run_name(config: RunConfig) -> str:
 def check_fits_data(config: RunConfig) -> None:
     """Checks that need the data (or the weights file): raised before any run of a sweep is created."""
     dataset = load_for_config(config.data)
-    if config.method != "random_init" and config.train.batch_size > len(dataset.train):
+    trains = config.method not in REFERENCES or REFERENCES[config.method].trains
+    if trains and config.train.batch_size > len(dataset.train):
         raise BenchError(
             f"batch size {config.train.batch_size} is larger than the {config.data.name} training set "
             f"({len(dataset.train)} images)"
@@ -108,7 +105,7 @@ def execute(
             tracker.reopen(run_id)
         else:
             checkpoint = None
-            together = ctx is not None and ctx.enabled and config.method not in REFERENCE_METHODS
+            together = ctx is not None and ctx.enabled and config.method not in REFERENCES
             world = {"world_size": str(ctx.world_size)} if together else {}
             run_id = tracker.start_run(name, config.flat_params(), {**_tags(config), **world, **(extra_tags or {})})
         return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook, ctx)
@@ -177,13 +174,26 @@ def _tags(config: RunConfig) -> dict[str, str]:
         "seed": str(config.train.seed),
         "config_hash": config.config_hash(),
         "device": str(resolve_device(config.device)),
-        "reference": str(config.method in REFERENCE_METHODS).lower(),
+        "reference": str(config.method in REFERENCES).lower(),
+        **method_tags(config.method),
         **({"ablation": config.ablation} if config.ablation else {}),
         **(
             {"weights": Path(config.model.weights).name, "weights_sha256": config.model.weights_sha256}
             if config.model.weights
             else {}
         ),
+    }
+
+
+def method_tags(method: str) -> dict[str, str]:
+    """How reports name, order and pair the arm (reports read MLflow only, never the method registry)."""
+    if method in REFERENCES:
+        return {"method_display": REFERENCES[method].display_name, "method_order": "1000", "method_baseline": "false"}
+    cls = get_method(method)
+    return {
+        "method_display": cls.display_name,
+        "method_order": str(cls.report_order),
+        "method_baseline": str(cls.report_baseline).lower(),
     }
 
 
@@ -198,42 +208,22 @@ def _pretrain_and_evaluate(
     epoch_hook: EpochHook | None = None,
     ctx: DistributedContext | None = None,
 ) -> dict[str, float]:
-    together = ctx is not None and ctx.enabled and config.method not in REFERENCE_METHODS
+    together = ctx is not None and ctx.enabled and config.method not in REFERENCES
     device = ctx.device if together else resolve_device(config.device)
     dataset = load_for_config(config.data)
     seed_everything(config.train.seed)
     m = config.model
     backbone = build_backbone(m.backbone, m.stem, m.weights, m.weights_sha256)
-    pretrained: torch.nn.Module  # what fine-tuning starts from: the SSL method (FG-SSL's blocks) or a backbone
-    if config.method == "random_init":
-        model: torch.nn.Module = place(backbone, device)
-        embed, pretrained = backbone, backbone
+    if config.method in REFERENCES:
+        prepared = REFERENCES[config.method].build(config, dataset, backbone, device, progress)
     else:
-        trainer: Trainer | ClassifierTrainer
-        if config.method == "supervised":
-            # Reference: the backbone trained from scratch (or from --weights) with cross-entropy on the
-            # train labels, for the run's epochs, optimizer and batch size; no model selection.
-            classifier = place(PlainClassifier(backbone, dataset.num_classes), device)
-            trainer = ClassifierTrainer(
-                classifier,
-                dataset.train,
-                build_finetune_transform(dataset.image_size),
-                config.optim,
-                epochs=config.train.epochs,
-                batch_size=config.train.batch_size,
-                seed=config.train.seed,
-                device=device,
-                progress=progress,
-                name="supervised",
-            )
-            model, embed, pretrained = classifier, backbone, backbone
-        else:
-            if together:  # the other ranks build the same trainer and train with this one
-                resume = (checkpoint["trainer"], checkpoint["epoch"] + 1) if checkpoint else (None, 0)
-                broadcast_from_main(TrainOrder(config, *resume), ctx)
-            trainer = build_ssl_trainer(config, dataset, backbone, device, progress, ctx if together else None)
-            method = trainer.method
-            model, embed, pretrained = method, method.embed, method
+        if together:  # the other ranks build the same trainer and train with this one
+            resume = (checkpoint["trainer"], checkpoint["epoch"] + 1) if checkpoint else (None, 0)
+            broadcast_from_main(TrainOrder(config, *resume), ctx)
+        trainer = build_ssl_trainer(config, dataset, backbone, device, progress, ctx if together else None)
+        prepared = Prepared(trainer.method, trainer.method.embed, trainer.method, trainer)
+    model, trainer = prepared.model, prepared.trainer
+    if trainer is not None:
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint["trainer"])
             _relog_last_epoch(tracker, run_id, checkpoint)
@@ -265,7 +255,7 @@ def _pretrain_and_evaluate(
         agreed = on_main_then_agree(ctx, on_epoch_end) if together else on_epoch_end
         trainer.fit(start_epoch=checkpoint["epoch"] + 1 if checkpoint else 0, on_epoch_end=agreed)
     model.eval()
-    return _evaluate_and_log(config, dataset, model, embed, pretrained, device, tracker, run_id, progress)
+    return evaluate_and_log(config, run_name(config), dataset, prepared, device, tracker, run_id, progress)
 
 
 @dataclass(frozen=True)
@@ -349,72 +339,3 @@ def check_collapse(stats: EpochStats, threshold: float) -> None:
             f"embeddings collapsed in epoch {stats.epoch + 1}: spread {stats.embedding_spread:.2g} "
             f"< train.collapse_threshold {threshold:g}"
         )
-
-
-def _evaluate_and_log(
-    config: RunConfig,
-    dataset: Dataset,
-    model: torch.nn.Module,
-    embed,
-    pretrained: torch.nn.Module,
-    device: torch.device,
-    tracker: Tracker,
-    run_id: str,
-    progress: bool = True,
-) -> dict[str, float]:
-    """Every selected protocol; kNN and the linear probe share one pass of frozen features, the
-    fine-tune works on a copy (``model.pt`` is the pretrained model either way)."""
-    features = None
-    metrics: dict[str, float] = {}
-    if {"knn", "linear"} & set(config.eval.protocols):
-        features = extract_features(
-            embed, dataset, build_eval_transform(dataset.image_size), device, config.eval.batch_size
-        )
-        shares = variance_shares(*features.test, dataset.test.factors)
-        metrics.update({f"variance_share.test.{name}": value for name, value in shares.items()})
-    common = {"class_names": dataset.class_names, "ordinal": get_dataset_spec(dataset.name).ordinal}
-
-    def on_finetune_epoch(report: EpochReport, _model: torch.nn.Module) -> None:
-        stats = report.stats
-        values = {f"finetune.train.loss.{name}": value for name, value in stats.losses.items()}
-        values["finetune.train.loss"] = sum(stats.losses.values())
-        values["finetune.epoch_val.balanced_accuracy"] = report.val_balanced_accuracy
-        tracker.log_metrics(run_id, values, stats.epoch)
-        print(
-            f"{run_name(config)} finetune epoch {stats.epoch + 1}/{config.eval.finetune_epochs}: "
-            f"loss {values['finetune.train.loss']:.4g}, val balanced accuracy {report.val_balanced_accuracy:.3f}, "
-            f"{stats.seconds:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    protocols = {
-        "knn": lambda: evaluate_knn(
-            features, dataset.num_classes, config.eval.knn_k, config.eval.knn_temperature, **common
-        ),
-        "linear": lambda: evaluate_linear(features, dataset.num_classes, config.train.seed, **common),
-        "finetune": lambda: finetune(
-            pretrained,
-            dataset,
-            config.eval,
-            config.train.seed,
-            device,
-            progress=progress,
-            on_epoch_end=on_finetune_epoch,
-            **common,
-        ),
-    }
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        for name in config.eval.protocols:
-            result = protocols[name]()
-            metrics.update({f"{name}.{key}": value for key, value in result.metrics.items()})
-            report = {"protocol": name, "selection": result.selection, **result.test_report}
-            (folder / f"{name}_test_report.json").write_text(json.dumps(report, indent=2))
-        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2, default=list))
-        (folder / "split.json").write_text(json.dumps(dataset.split_record, indent=2, default=list))
-        save_atomic({"config": config.to_dict(), "model": model.state_dict()}, folder / "model.pt")
-        tracker.log_metrics(run_id, metrics, step=config.train.epochs)
-        for path in sorted(folder.iterdir()):
-            tracker.log_artifact(run_id, path)
-    return metrics

@@ -10,22 +10,28 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from bench.ablation import ablation_variants
-from bench.config import REFERENCE_METHODS, RunConfig, build_run_config, deep_merge
+from bench.ablation import ablation_method, ablation_variants
 from bench.errors import BenchError
+from bench.references import REFERENCES
+from bench.resolve import build_run_config, deep_merge
 from bench.run import check_fits_data
+from bench.schema import RunConfig
 from datasets import DATASETS
-from methods import METHODS
+from methods import METHOD_SETS, METHODS, get_method
 
 
 def expand_methods(names: list[str]) -> list[str]:
-    """``all`` means every SSL method; references (``random_init``) are asked for by name."""
+    """Named sets (``all``: every single SSL method, ``paper``: the paper's comparison) expanded; the
+    references (``random_init``, ``supervised``) are asked for by name."""
     expanded: list[str] = []
     for name in names:
-        for item in METHODS if name == "all" else [name]:
-            if item not in METHODS and item not in REFERENCE_METHODS:
-                valid = ", ".join(["all", *METHODS, *REFERENCE_METHODS])
-                raise BenchError(f"unknown method {item!r}; valid names: {valid}")
+        for item in METHOD_SETS.get(name, [name]):
+            if item not in REFERENCES:
+                try:
+                    get_method(item)
+                except ValueError:
+                    valid = ", ".join([*METHOD_SETS, *METHODS, *REFERENCES])
+                    raise BenchError(f"unknown method {item!r}; valid names: {valid}") from None
             if item not in expanded:
                 expanded.append(item)
     return expanded
@@ -72,9 +78,10 @@ def _expand_sweep(tree: dict[str, Any]) -> list[RunConfig]:
 
 
 def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: list[int], seeds: list[int]):
-    """FG-SSL once per variant of the named ablation; variants that resolve to the same config run once."""
+    """The ablation's method once per variant; variants that resolve to the same config run once."""
     image_size = int((tree.get("data") or {}).get("image_size", 64))
     configs: dict[str, RunConfig] = {}
+    method = ablation_method(tree["ablation"]).name
     variants = ablation_variants(tree["ablation"], image_size)
     chosen = list(tree.get("ablation_variants") or variants)
     unknown = [name for name in chosen if name not in variants]
@@ -84,9 +91,9 @@ def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: li
         )
     for variant in chosen:
         options = variants[variant]
-        variant_tree = deep_merge(tree, {"method_options": {"fgssl": options}})
+        variant_tree = deep_merge(tree, {"method_options": {method: options}})
         for dataset, batch_size, seed in itertools.product(datasets, batch_sizes, seeds):
-            config = build_run_config(variant_tree, "fgssl", dataset, batch_size, seed, ablation=variant)
+            config = build_run_config(variant_tree, method, dataset, batch_size, seed, ablation=variant)
             configs.setdefault(config.config_hash(), config)
     return list(configs.values())
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,11 +24,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from bench.collapse import embedding_spread
-from bench.config import OptimConfig
 from bench.devices import autocast, grad_scaler
-from bench.distributed import DistributedContext, rank_slice, wrap
+from bench.process_group import DistributedContext, rank_slice, wrap
+from bench.schema import OptimConfig
 from bench.seeding import epoch_generator
-from methods.base import ParamGroup, SSLBatch, SSLMethod, run_training_steps
+from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss, run_training_steps
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 DATA_ORDER_STREAM, AUGMENT_STREAM = 0, 1
@@ -132,6 +132,24 @@ class EpochLoop:
         """Train on the images at ``index`` (sorted); returns an embedding to watch for collapse, or None."""
         raise NotImplementedError
 
+    def _step_through(
+        self, steps: Iterator[StepLoss], sums: dict[str, torch.Tensor], after_step: Callable[[], None] | None = None
+    ) -> torch.Tensor | None:
+        """One backward and optimizer step per loss ``steps`` yields (each computed under autocast after the
+        previous step), losses summed on the device; returns the first step's embedding (collapse watch)."""
+        embedding = None
+        while True:
+            with autocast(self.device):
+                step = next(steps, None)
+            if step is None:
+                return embedding
+            if embedding is None:
+                embedding = step.embedding
+            self._optimizer_step(step.loss)
+            if after_step is not None:
+                after_step()
+            sums[step.name] += step.loss.detach()
+
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -209,17 +227,7 @@ class Trainer(EpochLoop):
             batch = SSLBatch(batch.view1[self.rows], batch.view2[self.rows], generator)
         # Through the (possibly DDP-wrapped) model: DDP averages gradients only of work in its forward.
         steps = run_training_steps(self.model, batch)
-        embedding = None
-        while True:
-            with autocast(self.device):
-                step = next(steps, None)
-            if step is None:
-                return embedding
-            if embedding is None:
-                embedding = step.embedding
-            self._optimizer_step(step.loss)
-            self.method.after_optimizer_step(progress)
-            sums[step.name] += step.loss.detach()
+        return self._step_through(steps, sums, lambda: self.method.after_optimizer_step(progress))
 
 
 def compile_method(method: nn.Module) -> list[str]:

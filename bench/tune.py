@@ -6,43 +6,45 @@ kNN accuracy (test is never looked at), and trials are pruned on the same metric
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 import sqlalchemy.exc
 
-from bench.config import RunConfig, build_run_config, deep_merge
 from bench.data import load_for_config
 from bench.errors import BenchError
 from bench.evaluate import validation_knn_accuracy
 from bench.ledger import Ledger
+from bench.resolve import build_run_config, deep_merge
 from bench.run import RunPruned, check_fits_data, execute
+from bench.schema import RunConfig
 from bench.tracking import Tracker
 from datasets.augment import build_eval_transform
+from methods import METHODS, get_method
 from methods.base import SSLMethod
 
 OBJECTIVE = "knn.val.accuracy"
 
 
-# Each method's own options to search, beside the learning rate that every method searches.
-SEARCH_SPACES: dict[str, Callable[[optuna.Trial], dict[str, Any]]] = {
-    "simclr": lambda t: {"temperature": t.suggest_float("temperature", 0.05, 1.0, log=True)},
-    "byol": lambda t: {"tau_base": t.suggest_float("tau_base", 0.9, 0.999)},
-    "barlow": lambda t: {"lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True)},
-    "fgssl": lambda t: {
-        "lambd": t.suggest_float("lambd", 1e-3, 3e-2, log=True),
-        "embed_dim": t.suggest_categorical("embed_dim", [128, 256, 512]),
-    },
-}
-
-
 def suggest(method: str, trial: optuna.Trial) -> dict[str, Any]:
-    """The trial's config overrides. The learning rate goes in as the method's own optimizer value,
-    so it also wins over a per-method value of the preset (the cpu preset's for BYOL)."""
+    """The trial's config overrides: the learning rate, which every method searches, and the method's own
+    options from its ``search_space`` (plain data on the method class). The learning rate goes in as the
+    method's own optimizer value, so it also wins over a per-method value of the preset (the cpu
+    preset's for BYOL)."""
     lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
-    return {"method_optim": {method: {"lr": lr}}, "method_options": {method: SEARCH_SPACES[method](trial)}}
+    options = {name: _suggest_one(trial, name, spec) for name, spec in get_method(method).search_space.items()}
+    return {"method_optim": {method: {"lr": lr}}, "method_options": {method: options}}
+
+
+def _suggest_one(trial: optuna.Trial, name: str, spec: tuple[Any, ...]) -> Any:
+    kind, *args = spec
+    if kind == "float":
+        low, high, log = args
+        return trial.suggest_float(name, low, high, log=log)
+    if kind == "categorical":
+        return trial.suggest_categorical(name, list(args[0]))
+    raise ValueError(f"unknown search-space kind {kind!r} for {name!r}; valid: float, categorical")
 
 
 def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: int = 0) -> optuna.Study:
@@ -71,8 +73,10 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
 
 def check_request(method: str, trials: int) -> None:
     """Before any study or store is opened."""
-    if method not in SEARCH_SPACES:
-        raise BenchError(f"cannot tune {method!r}; tunable methods: {', '.join(SEARCH_SPACES)}")
+    try:
+        get_method(method)
+    except ValueError:
+        raise BenchError(f"cannot tune {method!r}; tunable methods: {', '.join(METHODS)}") from None
     if trials < 1:
         raise BenchError(f"--trials must be at least 1, got {trials}")
 

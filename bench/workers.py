@@ -19,10 +19,10 @@ from multiprocessing import get_context
 
 import torch
 
-from bench.config import RunConfig
-from bench.distributed import DistributedContext
 from bench.ledger import Ledger
+from bench.process_group import DistributedContext
 from bench.run import RUNNING_ELSEWHERE, RunOutcome, execute, run_name
+from bench.schema import RunConfig
 from bench.tracking import Tracker
 
 

@@ -9,8 +9,9 @@ exactly on the same device. Ops are small frozen dataclasses, so a recipe below 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from torchvision.ops import roi_align
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-VIEW_RECIPES = ("simclr", "byol", "barlow", "fgssl")
+VIEW_OPS = ("crop", "geometry", "hflip", "color_jitter", "grayscale", "blur", "solarize")
 
 _GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale (ITU-R 601-2 luma)
 _RGB_TO_YIQ = torch.tensor(
@@ -301,51 +302,61 @@ def blur_kernel_size(image_size: int) -> int:
 
 
 def build_views(
-    recipe: str,
+    recipe: Sequence[Sequence[tuple[str, Mapping[str, Any]]]],
     image_size: int,
     *,
     crop_scale_min: float | None = None,
     color_jitter: float | None = None,
     rotate: bool = False,
 ) -> tuple[BatchAugment, BatchAugment]:
-    """The two SSL views of a method's published recipe (FG-SSL: PAPER.md, progressive step).
+    """The two SSL views of a method's recipe: data the method declares (``methods.base.ViewRecipe``), two
+    sequences of ``(op, parameters)`` applied in order.
 
     The recipes' "Resize" is not an op here: the decoded cache already holds images at ``image_size``.
-    The keyword options change the recipe for images it was not made for (``bench.config.ViewsConfig``);
-    at their defaults the recipe is exactly the published one.
+    The keyword options change every recipe alike for images it was not made for (the run's ``views``
+    section): ``crop_scale_min`` replaces a crop's lower scale, ``color_jitter`` multiplies the jitter
+    amplitudes (0: none) and switches on jitter a recipe marks ``optional``, ``rotate`` turns each
+    ``geometry`` slot into a rotation by any angle and a vertical flip. At their defaults the recipe is
+    exactly the method's own.
     """
-    blur = blur_kernel_size(image_size)
-    sigma = blur_sigma(image_size)
-    geometry = (RandomRotation(), VerticalFlip(0.5)) if rotate else ()
+    if len(recipe) != 2:
+        raise ValueError(f"a view recipe holds two views, got {len(recipe)}")
+    options = _RecipeOptions(image_size, crop_scale_min, color_jitter, rotate)
+    view1, view2 = (tuple(op for spec in view for op in options.ops(*spec)) for view in recipe)
+    return BatchAugment(view1, image_size), BatchAugment(view2, image_size)
 
-    def crop(scale_min: float) -> RandomResizedCrop:
-        return RandomResizedCrop(scale=(crop_scale_min or scale_min, 1.0))
 
-    def colour(*amplitudes: float) -> tuple[Op, ...]:
-        factor = 1.0 if color_jitter is None else color_jitter
-        return (ColorJitter(*(factor * a for a in amplitudes), p=0.8),) if factor > 0 else ()
+@dataclass(frozen=True)
+class _RecipeOptions:
+    """Turns one ``(op, parameters)`` entry of a recipe into the ops it stands for under the view options."""
 
-    if recipe == "simclr":
-        view = (
-            crop(0.2),
-            *geometry,
-            HorizontalFlip(0.5),
-            *colour(0.4, 0.4, 0.4, 0.1),
-            RandomGrayscale(0.2),
-            GaussianBlur(blur, p=0.5, sigma=sigma),
-        )
-        return BatchAugment(view, image_size), BatchAugment(view, image_size)
-    if recipe in ("byol", "barlow"):
-        common = (crop(0.08), *geometry, HorizontalFlip(0.5), *colour(0.4, 0.4, 0.2, 0.1), RandomGrayscale(0.2))
-        view1 = (*common, GaussianBlur(blur, p=1.0, sigma=sigma), Solarize(p=0.0))
-        view2 = (*common, GaussianBlur(blur, p=0.1, sigma=sigma), Solarize(p=0.2))
-        return BatchAugment(view1, image_size), BatchAugment(view2, image_size)
-    if recipe == "fgssl":  # no colour jitter in the paper's views: only when asked for
-        jitter = colour(0.4, 0.4, 0.2, 0.1) if color_jitter is not None else ()
-        view1 = (*geometry, HorizontalFlip(0.5), *jitter, RandomGrayscale(0.2), GaussianBlur(blur, p=1.0, sigma=sigma))
-        view2 = (*geometry, *jitter, RandomGrayscale(0.2), GaussianBlur(blur, p=0.1, sigma=sigma), Solarize(p=0.2))
-        return BatchAugment(view1, image_size), BatchAugment(view2, image_size)
-    raise ValueError(f"unknown view recipe {recipe!r}; valid recipes: {', '.join(VIEW_RECIPES)}")
+    image_size: int
+    crop_scale_min: float | None
+    color_jitter: float | None
+    rotate: bool
+
+    def ops(self, name: str, params: Mapping[str, Any]) -> tuple[Op, ...]:
+        blur = blur_kernel_size(self.image_size)
+        sigma = blur_sigma(self.image_size)
+        if name == "crop":
+            return (RandomResizedCrop(scale=(self.crop_scale_min or params["scale_min"], 1.0)),)
+        if name == "geometry":
+            return (RandomRotation(), VerticalFlip(0.5)) if self.rotate else ()
+        if name == "hflip":
+            return (HorizontalFlip(params["p"]),)
+        if name == "color_jitter":
+            if params.get("optional", False) and self.color_jitter is None:
+                return ()
+            factor = 1.0 if self.color_jitter is None else self.color_jitter
+            amplitudes = (factor * a for a in params["amplitudes"])
+            return (ColorJitter(*amplitudes, p=params["p"]),) if factor > 0 else ()
+        if name == "grayscale":
+            return (RandomGrayscale(params["p"]),)
+        if name == "blur":
+            return (GaussianBlur(blur, p=params["p"], sigma=sigma),)
+        if name == "solarize":
+            return (Solarize(p=params["p"]),)
+        raise ValueError(f"unknown view op {name!r}; valid: {', '.join(VIEW_OPS)}")
 
 
 def blur_sigma(image_size: int) -> tuple[float, float]:

@@ -8,6 +8,7 @@ import torch
 
 from methods.backbones import Backbone
 from methods.base import SymmetricMethod
+from methods.byol import VIEWS
 from methods.heads import mlp
 from methods.losses import BARLOW_VARIANTS, barlow_twins
 
@@ -25,8 +26,11 @@ class BarlowConfig:
 
 class BarlowTwins(SymmetricMethod):
     name = "barlow"
-    view_recipe = "barlow"
+    display_name = "Barlow Twins"
+    report_order = 30
+    view_recipe = VIEWS
     config_class = BarlowConfig
+    search_space = {"lambd": ("float", 1e-3, 3e-2, True)}
 
     def __init__(self, backbone: Backbone, config: BarlowConfig) -> None:
         super().__init__(backbone, config)

@@ -11,7 +11,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import nn
@@ -19,6 +19,29 @@ from torch.nn.parallel import DistributedDataParallel
 
 from methods import distributed
 from methods.backbones import Backbone
+
+# A view recipe is data that datasets/augment.py interprets, so methods/ never imports datasets/: two
+# views, each a sequence of (op, parameters) pairs in the order they apply. The ops and parameters:
+#   ("crop", {"scale_min": s})                  random resized crop to scale (s, 1); views.crop_scale_min overrides s
+#   ("geometry", {})                            where views.rotate asks for it: rotation by any angle, vertical flip
+#   ("hflip", {"p": p})                         horizontal flip
+#   ("color_jitter", {"amplitudes": (b, c, s, h), "p": p, "optional": bool})
+#                                               scaled by views.color_jitter; "optional": only when that is set
+#   ("grayscale", {"p": p}), ("blur", {"p": p}), ("solarize", {"p": p})
+ViewOp: TypeAlias = tuple[str, Mapping[str, Any]]
+ViewRecipe: TypeAlias = tuple[tuple[ViewOp, ...], tuple[ViewOp, ...]]
+# A tuning search space is data too (no optuna import here): option -> ("float", low, high, log) or
+# ("categorical", (choices...)); bench/tune.py turns each entry into a trial.suggest_* call.
+SearchSpace: TypeAlias = Mapping[str, tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class FinetuneDefaults:
+    """What ``eval.finetune_mode: auto`` means for a method: PMG's progressive fine-tune for methods with a
+    hierarchy (its jigsaw ``grids``), else plain cross-entropy (``grids`` None: the dataset's paper grids)."""
+
+    mode: str = "plain"
+    grids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,8 +81,21 @@ class SSLMethod(nn.Module, ABC):
     """
 
     name: ClassVar[str]
-    view_recipe: ClassVar[str]
+    display_name: ClassVar[str]  # how reports show the method (logged as a run tag; reports read only MLflow)
+    report_order: ClassVar[int]  # its place in report tables and plots, also logged as a tag
+    # The method the reports test every other method against (paired tests, the batch-size claim).
+    report_baseline: ClassVar[bool] = False
+    view_recipe: ClassVar[ViewRecipe]
     config_class: ClassVar[type]
+    search_space: ClassVar[SearchSpace] = {}
+    # Options whose default comes from the dataset: option -> name of a fact bench passes in
+    # (``dataset_facts``: ``paper_grids``, ``image_size``), e.g. FG-SSL's jigsaw grids.
+    dataset_defaults: ClassVar[Mapping[str, str]] = {}
+    # A composite method (``barlow+fgssl``) keeps each part's options under the part's name; bench reads
+    # this to type-check each part's options against that part's config. Empty for a single method.
+    parts: ClassVar[Mapping[str, type[SSLMethod]]] = {}
+    # Named ablations: name -> variant -> the options in which the variant differs from the method.
+    ablations: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     # Whether every step's loss depends on every trainable parameter. DistributedDataParallel must be
     # told (find_unused_parameters=True) when it does not, e.g. FG-SSL's per-level steps.
     steps_use_every_parameter: ClassVar[bool] = True
@@ -68,6 +104,33 @@ class SSLMethod(nn.Module, ABC):
         super().__init__()
         self.backbone = backbone
         self.config = config
+
+    @classmethod
+    def resolve_options(cls, options: Mapping[str, Any], dataset_facts: Mapping[str, Any]) -> dict[str, Any]:
+        """The method's full options (defaults filled in, dataset defaults from ``dataset_facts``), as plain
+        data for the run's params and identity; raises ValueError naming what is wrong."""
+        filled = {key: dataset_facts[fact] for key, fact in cls.dataset_defaults.items() if key not in options}
+        config = build_config(cls.config_class, {**options, **filled}, cls.name)
+        cls.check_against_image(config, dataset_facts.get("image_size"))
+        return dataclasses.asdict(config)
+
+    @classmethod
+    def check_against_image(cls, config: Any, image_size: int | None) -> None:
+        """Checks that need the image size (jigsaw grids); raises ValueError. Default: none."""
+
+    @classmethod
+    def ablation_variants(cls, name: str, image_size: int) -> dict[str, dict[str, Any]]:
+        """The variants of one of the method's ablations that apply at ``image_size``."""
+        return {variant: dict(options) for variant, options in cls.ablations[name].items()}
+
+    @classmethod
+    def finetune_defaults(cls, options: Mapping[str, Any]) -> FinetuneDefaults:
+        """What ``finetune_mode: auto`` resolves to, given the resolved options."""
+        return FinetuneDefaults()
+
+    def pretrained_hierarchy(self) -> Any:
+        """The method's ``methods.hierarchy.Hierarchy``, which a progressive fine-tune starts from, or None."""
+        return None
 
     @abstractmethod
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
@@ -148,6 +211,8 @@ def run_training_steps(model: nn.Module, batch: SSLBatch) -> Iterator[StepLoss]:
 
 def build_config(config_class: type, options: Mapping[str, Any], method: str) -> Any:
     """Make a method's typed config from loose options, naming any unknown key and the valid ones."""
+    if not isinstance(options, Mapping):
+        raise ValueError(f"options of method {method!r} must be a mapping of option names, got {options!r}")
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     unknown = sorted(set(options) - set(fields))
     if unknown:

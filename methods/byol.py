@@ -11,9 +11,22 @@ import torch
 
 from methods import distributed
 from methods.backbones import Backbone
-from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss
+from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss, ViewRecipe
 from methods.heads import mlp
 from methods.losses import byol
+
+_COMMON = (
+    ("crop", {"scale_min": 0.08}),
+    ("geometry", {}),
+    ("hflip", {"p": 0.5}),
+    ("color_jitter", {"amplitudes": (0.4, 0.4, 0.2, 0.1), "p": 0.8}),
+    ("grayscale", {"p": 0.2}),
+)
+# BYOL's asymmetric pair (Grill et al. 2020, table 6), which Barlow Twins uses too.
+VIEWS: ViewRecipe = (
+    (*_COMMON, ("blur", {"p": 1.0}), ("solarize", {"p": 0.0})),
+    (*_COMMON, ("blur", {"p": 0.1}), ("solarize", {"p": 0.2})),
+)
 
 
 @dataclass(frozen=True)
@@ -34,8 +47,11 @@ def ema_tau(tau_base: float, progress: float) -> float:
 
 class BYOL(SSLMethod):
     name = "byol"
-    view_recipe = "byol"
+    display_name = "BYOL"
+    report_order = 20
+    view_recipe = VIEWS
     config_class = BYOLConfig
+    search_space = {"tau_base": ("float", 0.9, 0.999, False)}
 
     def __init__(self, backbone: Backbone, config: BYOLConfig) -> None:
         super().__init__(backbone, config)

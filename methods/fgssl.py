@@ -7,22 +7,28 @@ concatenation of the three levels of the unshuffled views, weighted 2 (PAPER.md)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import nn
 
 from methods import distributed
 from methods.backbones import Backbone
-from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss
-from methods.heads import ConvBlock, EmbeddingHead
+from methods.base import FinetuneDefaults, ParamGroup, SSLBatch, SSLMethod, StepLoss, ViewRecipe
+from methods.hierarchy import LEVELS, Hierarchy
+from methods.jigsaw import check_grid
 from methods.losses import BARLOW_VARIANTS, barlow_twins
 
 SCHEDULES = ("progressive", "joint")
 FORWARDS = ("lean", "full")
 EMBED_SOURCES = ("intended", "authors_code")
-LEVELS = (1, 2, 3)
+# The paper's views (PAPER.md, progressive step): no crop, no colour jitter unless views.color_jitter asks.
+_JITTER = ("color_jitter", {"amplitudes": (0.4, 0.4, 0.2, 0.1), "p": 0.8, "optional": True})
+VIEWS: ViewRecipe = (
+    (("geometry", {}), ("hflip", {"p": 0.5}), _JITTER, ("grayscale", {"p": 0.2}), ("blur", {"p": 1.0})),
+    (("geometry", {}), _JITTER, ("grayscale", {"p": 0.2}), ("blur", {"p": 0.1}), ("solarize", {"p": 0.2})),
+)
 
 
 @dataclass(frozen=True)
@@ -76,20 +82,60 @@ class FGSSLConfig:
                 raise ValueError(f"unknown fgssl {name} {value!r}; valid: {', '.join(valid)}")
 
 
+# The hierarchy ablations PAPER.md implies: variant -> options that differ from the full method (levels
+# 1-3 + concat, progressive); jigsaw grid sets are added where they divide the image size.
+HIERARCHY_ABLATION: dict[str, dict[str, Any]] = {
+    "full": {},
+    "levels-1": {"levels": [1], "concat": False},
+    "levels-12": {"levels": [1, 2], "concat": False},
+    "levels-123": {"levels": [1, 2, 3], "concat": False},
+    "joint": {"schedule": "joint"},
+    "embed-128": {"embed_dim": 128},
+    "bt-fgssl-code": {"bt_variant": "fgssl_code"},
+    "per-batch-permutation": {"per_batch_permutation": True},
+}
+ABLATION_GRID_SETS: tuple[tuple[int, int, int], ...] = ((32, 16, 8), (16, 8, 4), (8, 4, 2))
+
+
 class FGSSL(SSLMethod):
     name = "fgssl"
-    view_recipe = "fgssl"
+    display_name = "FG-SSL"
+    report_order = 0
+    report_baseline = True
+    view_recipe = VIEWS
     config_class = FGSSLConfig
+    search_space = {"lambd": ("float", 1e-3, 3e-2, True), "embed_dim": ("categorical", (128, 256, 512))}
+    dataset_defaults = {"grids": "paper_grids"}
+    ablations = {"hierarchy": HIERARCHY_ABLATION}
     steps_use_every_parameter = False  # a level's step leaves the other levels' heads untouched
 
     def __init__(self, backbone: Backbone, config: FGSSLConfig) -> None:
         super().__init__(backbone, config)
         c = config
-        self.blocks = nn.ModuleList(
-            ConvBlock(ch, c.block_mid_channels, c.block_out_channels) for ch in backbone.stage_channels
-        )
-        self.embeddings = nn.ModuleList(EmbeddingHead(c.block_out_channels, c.embed_dim) for _ in LEVELS)
-        self.concat_embedding = EmbeddingHead(3 * c.block_out_channels, c.embed_dim)
+        self.hierarchy = Hierarchy(backbone.stage_channels, c.block_mid_channels, c.block_out_channels, c.embed_dim)
+
+    @classmethod
+    def check_against_image(cls, config: FGSSLConfig, image_size: int | None) -> None:
+        for grid in config.grids if image_size is not None else ():
+            try:
+                check_grid((image_size, image_size), grid)
+            except ValueError as exc:
+                raise ValueError(f"{exc} (set method_options.{cls.name}.grids or --jigsaw-grids)") from None
+
+    @classmethod
+    def ablation_variants(cls, name: str, image_size: int) -> dict[str, dict[str, Any]]:
+        variants = super().ablation_variants(name, image_size)
+        for grids in ABLATION_GRID_SETS:
+            if all(image_size % n == 0 and image_size // n >= 2 for n in grids):
+                variants["grids-" + "-".join(map(str, grids))] = {"grids": list(grids)}
+        return variants
+
+    @classmethod
+    def finetune_defaults(cls, options: Mapping[str, Any]) -> FinetuneDefaults:
+        return FinetuneDefaults("progressive", tuple(options["grids"]))
+
+    def pretrained_hierarchy(self) -> Hierarchy:
+        return self.hierarchy
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -97,10 +143,9 @@ class FGSSL(SSLMethod):
         return ("joint",) if self.config.schedule == "joint" else names
 
     def param_groups(self) -> list[ParamGroup]:
-        heads = [*self.blocks.parameters(), *self.embeddings.parameters(), *self.concat_embedding.parameters()]
         return [
             ParamGroup(list(self.backbone.parameters()), self.config.backbone_lr_scale),
-            ParamGroup(heads, 1.0),
+            ParamGroup(list(self.hierarchy.parameters()), 1.0),
         ]
 
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
@@ -128,19 +173,15 @@ class FGSSL(SSLMethod):
     def _level_embedding(self, level: int, x: torch.Tensor) -> torch.Tensor:
         source = 1 if self.config.embed_source == "authors_code" else level
         if self.config.forward == "full":
-            hidden = self.hierarchy(x)[source - 1]
+            hidden = self.hierarchy.hidden(self.backbone, x)[source - 1]
         else:
-            hidden = self.blocks[source - 1](self.backbone.stages(x, upto=source)[-1])
-        return self.embeddings[level - 1](hidden)
+            hidden = self.hierarchy.level_hidden(self.backbone, source, x)
+        return self.hierarchy.embeddings[level - 1](hidden)
 
     def _concat_loss(self, batch: SSLBatch) -> torch.Tensor:
-        e1 = self.concat_embedding(torch.cat(self.hierarchy(batch.view1), dim=1))
-        e2 = self.concat_embedding(torch.cat(self.hierarchy(batch.view2), dim=1))
+        e1 = self.hierarchy.concat(self.hierarchy.hidden(self.backbone, batch.view1))
+        e2 = self.hierarchy.concat(self.hierarchy.hidden(self.backbone, batch.view2))
         return self.config.concat_weight * self._bt(e1, e2)
-
-    def hierarchy(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The three block outputs h_1, h_2, h_3 (pooled, ``block_out_channels`` wide each)."""
-        return [block(m) for block, m in zip(self.blocks, self.backbone.stages(x, upto=3), strict=True)]
 
     def _bt(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Barlow Twins over the global batch: standardisation and cross-correlation see every rank's rows."""

@@ -1,4 +1,8 @@
-"""Method names -> classes; ``--methods all`` expands to every SSL method registered here."""
+"""Method names -> classes, and the named sets ``--methods`` expands (``all``).
+
+Adding a method is one module in methods/ and one entry in ``SINGLE_METHODS`` below: everything the
+harness needs (views, options, search space, fine-tune defaults, display name) is on the class.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,10 @@ from methods.byol import BYOL
 from methods.fgssl import FGSSL
 from methods.simclr import SimCLR
 
-METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in (SimCLR, BYOL, BarlowTwins, FGSSL)}
+SINGLE_METHODS: tuple[type[SSLMethod], ...] = (SimCLR, BYOL, BarlowTwins, FGSSL)
+METHODS: dict[str, type[SSLMethod]] = {cls.name: cls for cls in SINGLE_METHODS}
+# Named sets of method names for ``--methods``: every single method.
+METHOD_SETS: dict[str, tuple[str, ...]] = {"all": tuple(METHODS)}
 
 
 def get_method(name: str) -> type[SSLMethod]:

@@ -7,9 +7,19 @@ from dataclasses import dataclass
 import torch
 
 from methods.backbones import Backbone
-from methods.base import SymmetricMethod
+from methods.base import SymmetricMethod, ViewRecipe
 from methods.heads import mlp
 from methods.losses import nt_xent
+
+_VIEW = (
+    ("crop", {"scale_min": 0.2}),
+    ("geometry", {}),
+    ("hflip", {"p": 0.5}),
+    ("color_jitter", {"amplitudes": (0.4, 0.4, 0.4, 0.1), "p": 0.8}),
+    ("grayscale", {"p": 0.2}),
+    ("blur", {"p": 0.5}),
+)
+VIEWS: ViewRecipe = (_VIEW, _VIEW)
 
 
 @dataclass(frozen=True)
@@ -25,8 +35,11 @@ class SimCLRConfig:
 
 class SimCLR(SymmetricMethod):
     name = "simclr"
-    view_recipe = "simclr"
+    display_name = "SimCLR"
+    report_order = 10
+    view_recipe = VIEWS
     config_class = SimCLRConfig
+    search_space = {"temperature": ("float", 0.05, 1.0, True)}
 
     def __init__(self, backbone: Backbone, config: SimCLRConfig) -> None:
         super().__init__(backbone, config)

@@ -12,6 +12,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from mlflow.tracking import MlflowClient
 
 from reports import plots
+from reports.arms import Methods, short_sha
 from reports.collect import (
     FINISHED,
     PROTOCOLS,
@@ -22,28 +23,12 @@ from reports.collect import (
     metric_histories,
     test_report,
 )
+from reports.comparison import HEADLINE_METRICS, TEST_METRICS, cell_stats, comparisons, main_runs
 from reports.pdf import table_pages, text_page
+from reports.result_tables import ablation_tables, comparison_table, finetune_note, sensitivity_table, tests_table
+from reports.run_tables import cost_table, excluded_runs_table, variance_table
 from reports.summary import summary_metrics, summary_paragraph
-from reports.table import Table, write_table
-from reports.tables import (
-    HEADLINE_METRICS,
-    TEST_METRICS,
-    ablation_tables,
-    arm_name,
-    arm_sort_key,
-    cell_stats,
-    comparison_table,
-    comparisons,
-    cost_table,
-    excluded_runs_table,
-    finetune_note,
-    main_runs,
-    method_sort_key,
-    sensitivity_table,
-    short_sha,
-    tests_table,
-    variance_table,
-)
+from reports.tableformat import Table, write_table
 
 FORMATS = ("pdf", "md", "csv", "tex")
 FINETUNE_CURVES = (
@@ -79,6 +64,7 @@ class ReportData:
     tables: list[Table]
     summary: str
     notes: list[str]
+    methods: Methods  # display names, report order and the baseline, from the runs' method tags
 
 
 def tables_dir(out: Path) -> Path:
@@ -93,16 +79,18 @@ def analyse(tracking_uri: str, experiments: list[str] | None) -> ReportData:
     metrics = [m for m in present if m.split(".")[1] == "test" and m.split(".")[2] in TEST_METRICS]
     metrics.sort(key=lambda m: (PROTOCOLS.index(m.split(".")[0]), TEST_METRICS.index(m.split(".")[2])))
     headline = [m for m in HEADLINE_METRICS if m in metrics]
+    methods = Methods.of(runs)
     stats = cell_stats(runs, metrics)
     tests = comparisons(runs, metrics)
     sensitivity = sensitivity_table(runs, headline)
-    tables = [comparison_table(stats, tests, p, metrics) for p in dict.fromkeys(m.split(".")[0] for m in metrics)]
+    protocols = dict.fromkeys(m.split(".")[0] for m in metrics)
+    tables = [comparison_table(stats, tests, p, metrics, methods) for p in protocols]
     note = finetune_note(runs)
     for table in tables:
         if table.name == "comparison_finetune" and note:
             table.notes.append(note)
     if not tests.empty:
-        tables.append(tests_table(tests[tests["metric"].isin(headline)]))
+        tables.append(tests_table(tests[tests["metric"].isin(headline)], methods))
     if not sensitivity.data.empty and sensitivity.data["batch_sizes"].max() >= 2:
         tables.append(sensitivity)
     tables.extend(ablation_tables(runs, headline))
@@ -113,11 +101,12 @@ def analyse(tracking_uri: str, experiments: list[str] | None) -> ReportData:
     if (runs["status"] != FINISHED).any():
         tables.append(excluded_runs_table(runs))
     summary = (
-        summary_paragraph(stats, tests, sensitivity.data, summary_metrics(headline))
+        summary_paragraph(stats, tests, sensitivity.data, summary_metrics(headline), methods)
         if headline
         else ("No finished run logged the test metrics, so there is nothing to compare.")
     )
-    return ReportData(runs, metrics, headline, stats, tests, tables, summary, _missing_notes(runs, tests))
+    notes = _missing_notes(runs, tests, methods)
+    return ReportData(runs, metrics, headline, stats, tests, tables, summary, notes, methods)
 
 
 def build_report(
@@ -194,7 +183,7 @@ def _figures(data: ReportData, client: MlflowClient):
     for setting in sorted(runs["setting"].unique()):
         by_setting = runs[runs["setting"] == setting]
         if by_setting["batch_size"].nunique() >= 2 and data.headline:
-            yield plots.batch_size_figure(data.stats, setting, data.headline)
+            yield plots.batch_size_figure(data.stats, setting, data.headline, data.methods)
         histories = metric_histories(client, by_setting["run_id"].tolist(), "train.loss")  # random_init has none
         if not histories.empty:
             yield plots.loss_figure(histories, by_setting, setting)
@@ -207,12 +196,13 @@ def _figures(data: ReportData, client: MlflowClient):
                 if not histories.empty:
                     yield plots.loss_figure(histories, by_setting, setting, title, label, selected)
         for protocol, metric in _confusion_metrics(data.metrics):
-            reports = _best_reports(client, by_setting, protocol, metric)
+            reports = _best_reports(client, by_setting, protocol, metric, data.methods)
             if reports:
                 yield plots.confusion_figure(reports, setting, f"{protocol}, best by {metric.split('.')[-1]}")
     for table in data.tables:
         if table.name.startswith("ablation_"):
-            yield plots.ablation_figure(table.data, table.name.removeprefix("ablation_"), data.headline)
+            method = data.methods.name(table.name.removeprefix("ablation_"))
+            yield plots.ablation_figure(table.data, method, data.headline)
 
 
 def _confusion_metrics(metrics: list[str]) -> list[tuple[str, str]]:
@@ -226,10 +216,14 @@ def _confusion_metrics(metrics: list[str]) -> list[tuple[str, str]]:
     return chosen
 
 
-def _best_reports(client: MlflowClient, runs: pd.DataFrame, protocol: str, metric: str) -> list[tuple[str, str, dict]]:
+def _best_reports(
+    client: MlflowClient, runs: pd.DataFrame, protocol: str, metric: str, methods: Methods
+) -> list[tuple[str, str, dict]]:
     """The best run's test report per method, and per weights file, which makes a method another arm."""
     reports = []
-    arms = sorted(set(zip(runs["method"], runs["weights"], strict=True)), key=lambda a: arm_sort_key(a[0], False, a[1]))
+    arms = sorted(
+        set(zip(runs["method"], runs["weights"], strict=True)), key=lambda a: methods.arm_sort_key(a[0], False, a[1])
+    )
     for method, weights in arms:
         candidates = runs[(runs["method"] == method) & (runs["weights"] == weights)].dropna(subset=[metric])
         if candidates.empty:
@@ -238,12 +232,12 @@ def _best_reports(client: MlflowClient, runs: pd.DataFrame, protocol: str, metri
         report = test_report(client, best["run_id"], protocol)
         if report is not None:
             caption = f"{best['run_name']}\n{metric.split('.')[-1]} {best[metric]:.3f}"
-            reports.append((arm_name(method, weights), caption, report))
+            reports.append((methods.arm(method, weights), caption, report))
     return reports
 
 
 def _title_blocks(data: ReportData, tracking_uri: str) -> list[tuple[str, str]]:
-    runs = data.runs
+    runs, methods = data.runs, data.methods
     status = ", ".join(f"{count} {name}" for name, count in runs["status"].value_counts().items())
     env = {
         c.removeprefix("env."): ", ".join(sorted(runs[c].dropna().astype(str).unique()))
@@ -255,7 +249,7 @@ def _title_blocks(data: ReportData, tracking_uri: str) -> list[tuple[str, str]]:
     ok = finished(runs)
     what = (
         f"Experiment(s): {', '.join(sorted(runs['experiment'].unique()))} in {tracking_uri}\n"
-        f"Runs: {len(runs)} ({status}). Methods: {', '.join(sorted(runs['method'].unique(), key=method_sort_key))}. "
+        f"Runs: {len(runs)} ({status}). Methods: {', '.join(map(methods.name, methods.in_order(runs['method'])))}. "
         f"Datasets: {', '.join(sorted(runs['setting'].unique()))}. "
         f"Batch sizes: {_join_ints(runs['batch_size'])}. Seeds: {_join_ints(runs['seed'])}.\n"
         f"Runs made {runs['start_time'].min():%Y-%m-%d %H:%M} to {runs['end_time'].max():%Y-%m-%d %H:%M} UTC; "
@@ -266,7 +260,7 @@ def _title_blocks(data: ReportData, tracking_uri: str) -> list[tuple[str, str]]:
         f"Hardware: {hosts or 'not logged'}; device(s): {', '.join(sorted(runs['device'].replace('', '?').unique()))}\n"
         f"Package versions: {versions or 'not logged'}"
     )
-    weights = _weights_text(runs)
+    weights = _weights_text(runs, methods)
     if weights:
         provenance += f"\nWeights files (by sha256; runs from different files are never pooled): {weights}"
     blocks = [("What was run", what), ("Provenance", provenance), ("Summary", data.summary)]
@@ -283,20 +277,33 @@ def _title_blocks(data: ReportData, tracking_uri: str) -> list[tuple[str, str]]:
     return blocks
 
 
-def _missing_notes(runs: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
+def _missing_notes(runs: pd.DataFrame, tests: pd.DataFrame, methods: Methods) -> list[str]:
     """What a fuller sweep would add: said in the report and returned to the caller instead of failing."""
     notes = []
     ok = finished(runs)
-    methods = set(ok[~ok["reference"]]["method"])
-    if len(methods) < 2:
+    trained = methods.in_order(ok[~ok["reference"]]["method"])
+    if len(trained) < 2:
         notes.append(
-            f"Only {len(methods)} trained method(s) finished ({', '.join(sorted(methods)) or 'none'}): "
+            f"Only {len(trained)} trained method(s) finished ({', '.join(map(methods.name, trained)) or 'none'}): "
             "no comparison between methods."
         )
-    if "fgssl" not in methods:
-        notes.append("No finished fgssl runs: no paired tests against FG-SSL and no check of its batch-size claim.")
-    elif tests.empty and len(methods) >= 2:
-        notes.append("fgssl never ran at the same dataset and batch size as another method: no paired tests.")
+    untagged = [m for m in methods.in_order(runs.loc[~runs["reference"], "method"]) if not methods.tagged(m)]
+    baseline = methods.baseline_name
+    if untagged:
+        notes.append(
+            f"Runs of {', '.join(untagged)} predate the method tags (method_display, method_order, "
+            "method_baseline): they are shown under their method names and sorted after any tagged methods"
+            + (", and no run names a baseline, so there are no paired tests." if methods.baseline is None else ".")
+        )
+    if methods.baseline is None:
+        if not untagged:
+            notes.append("No run names a baseline method (tag method_baseline): no paired tests.")
+    elif methods.baseline not in trained:
+        notes.append(
+            f"No finished {baseline} runs: no paired tests against {baseline} and no check of its batch-size claim."
+        )
+    elif tests.empty and len(trained) >= 2:
+        notes.append(f"{baseline} never ran at the same dataset and batch size as another method: no paired tests.")
     if ok["batch_size"].nunique() < 2:
         notes.append("A single batch size: batch-size sensitivity is not assessed.")
     if not ok.empty and ok.groupby(["setting", "batch_size", "method"])["seed"].nunique().max() < 3:
@@ -309,13 +316,13 @@ def _missing_notes(runs: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _weights_text(runs: pd.DataFrame) -> str:
+def _weights_text(runs: pd.DataFrame, methods: Methods) -> str:
     """Each weights file: short and full sha256, file name(s) and the methods started from it."""
     parts = []
     for sha, group in runs[runs["weights"] != ""].groupby("weights", sort=True):
         names = ", ".join(sorted({str(n) for n in group.get("weights_file", pd.Series(dtype=str)).dropna() if n}))
-        methods = ", ".join(sorted(group["method"].unique(), key=method_sort_key))
-        parts.append(f"{short_sha(sha)} = {sha}{f' ({names})' if names else ''}: {methods}")
+        arms = ", ".join(map(methods.name, methods.in_order(group["method"])))
+        parts.append(f"{short_sha(sha)} = {sha}{f' ({names})' if names else ''}: {arms}")
     return "; ".join(parts)
 
 

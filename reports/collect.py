@@ -18,8 +18,12 @@ import pandas as pd
 from mlflow.entities import Run, ViewType
 from mlflow.tracking import MlflowClient
 
+from reports.arms import METHOD_TAGS, resolve_method_tags
+
 FINISHED = "FINISHED"
-TAG_COLUMNS = ("method", "dataset", "task", "config_hash", "git_commit", "device", "failure_reason")
+# Run tags that become columns of the same name; the method tags (display name, report order, baseline)
+# are then resolved per method, with fallbacks for runs logged before bench wrote them (reports.arms).
+TAG_COLUMNS = ("method", "dataset", "task", "config_hash", "git_commit", "device", "failure_reason", *METHOD_TAGS)
 # Evaluation protocols whose final metrics are named ``<protocol>.<split>.<name>``, in report order.
 PROTOCOLS = ("knn", "linear", "finetune")
 FINAL_METRIC = re.compile(rf"^({'|'.join(PROTOCOLS)})\.(val|test)\.[a-z0-9_]+$")
@@ -67,7 +71,7 @@ def load_runs(client: MlflowClient, experiments: dict[str, str]) -> pd.DataFrame
     if not rows:
         names = ", ".join(sorted(experiments.values())) or "none"
         raise ValueError(f"the MLflow store has no runs in experiment(s): {names}")
-    frame = pd.DataFrame(rows)
+    frame = resolve_method_tags(pd.DataFrame(rows))
     frame["batch_size"] = pd.to_numeric(frame["batch_size"], errors="coerce").astype("Int64")
     frame["seed"] = pd.to_numeric(frame["seed"], errors="coerce").astype("Int64")
     frame["setting"] = _setting_labels(frame)

@@ -16,7 +16,7 @@ matplotlib.rcParams["pdf.fonttype"] = 42
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from reports.table import Table  # noqa: E402
+from reports.tableformat import Table  # noqa: E402
 
 PAGE_W, PAGE_H = 11.69, 8.27  # inches, A4 landscape
 MARGIN = 0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import matplotlib
 
@@ -14,11 +15,23 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from reports.tables import arm_sort_key, method_label, with_weights  # noqa: E402
+from reports.arms import SUPERVISED, UNTRAINED, Methods  # noqa: E402
+from reports.comparison import with_weights  # noqa: E402
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
-COLORS = {"fgssl": "tab:red", "simclr": "tab:blue", "byol": "tab:green", "barlow": "tab:purple"}
-REFERENCE_COLORS = {"random_init": "grey", "supervised": "black"}
+# Methods take colours in report order from tab10 without its grey, which the references wear.
+PALETTE = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+)
+REFERENCE_COLORS = {UNTRAINED: "grey", SUPERVISED: "black"}
 LOSS_TITLE = "Training loss per epoch"
 LOSS_LABEL = "train.loss (sum of the method's step losses)"
 
@@ -29,21 +42,30 @@ def metric_label(metric: str) -> str:
     return f"{protocol} {name} ({split})"
 
 
-def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> Figure:
-    """Mean metric against batch size per method, shaded 95% CI; references dashed, runs from weights dotted."""
+def method_colors(methods: Methods, present: Iterable[str]) -> dict[str, str]:
+    """Method -> colour by its position in report order among the (non-reference) methods present; the
+    palette repeats after nine methods."""
+    ssl = [m for m in methods.in_order(present) if m not in methods.references]
+    return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(ssl)}
+
+
+def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str], methods: Methods) -> Figure:
+    """Mean metric against batch size per method, shaded 95% CI; references dashed, runs from weights dotted.
+    Colours follow the methods of the whole ``stats`` frame, so a method keeps its colour on every page."""
     fig, axes = _grid(
         len(metrics), f"Metric vs batch size — {setting} (mean over seeds; shaded: 95% CI, cut at the metric's bounds)"
     )
+    colors = method_colors(methods, stats.loc[~stats["reference"].astype(bool), "method"])
     sub = stats[stats["setting"] == setting]
     sizes = sorted(sub["batch_size"].unique())
     for ax, metric in zip(axes, metrics, strict=False):
         rows = sub[sub["metric"] == metric]
         for (method, reference, weights), g in sorted(
-            rows.groupby(["method", "reference", "weights"]), key=lambda kv: arm_sort_key(*kv[0])
+            rows.groupby(["method", "reference", "weights"]), key=lambda kv: methods.arm_sort_key(*kv[0])
         ):
             g = g.sort_values("batch_size")
-            style = _style(method, reference, weights)
-            ax.plot(g["batch_size"], g["mean"], marker="o", label=method_label(method, reference, weights), **style)
+            style = _style(method, reference, weights, colors)
+            ax.plot(g["batch_size"], g["mean"], marker="o", label=methods.label(method, reference, weights), **style)
             low, high = _bounds(metric)
             ax.fill_between(
                 g["batch_size"],
@@ -62,13 +84,13 @@ def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str]) -> 
     return fig
 
 
-def _style(method: str, reference: bool, weights: str) -> dict[str, str | None]:
+def _style(method: str, reference: bool, weights: str, colors: dict[str, str]) -> dict[str, str | None]:
     """One colour per method (references grey or black, dashed); a run from a weights file is dotted so it
     is never mistaken for the same method from scratch."""
     if reference:
         style = {"color": REFERENCE_COLORS.get(method, "grey"), "linestyle": "--"}
     else:
-        style = {"color": COLORS.get(method)}
+        style = {"color": colors.get(method)}
     if weights:
         style["linestyle"] = ":"
     return style
@@ -79,9 +101,10 @@ def _bounds(metric: str) -> tuple[float, float]:
     return (-1.0, 1.0) if metric.endswith("qwk") else (0.0, 1.0)
 
 
-def ablation_figure(table_data: pd.DataFrame, method: str, metrics: list[str]) -> Figure:
-    """Horizontal bars (mean ± std over seeds) per option set and batch size, one panel per metric."""
-    fig, axes = _grid(len(metrics), f"Ablation: {method} options (bars: mean, error bars: std over seeds)")
+def ablation_figure(table_data: pd.DataFrame, method_name: str, metrics: list[str]) -> Figure:
+    """Horizontal bars (mean ± std over seeds) per option set and batch size, one panel per metric;
+    ``method_name`` is the method's display name."""
+    fig, axes = _grid(len(metrics), f"Ablation: {method_name} options (bars: mean, error bars: std over seeds)")
     labels = [
         f"{r.setting}, b={r.batch_size}: {r.options}{' (main)' if r.main else ''}" for r in table_data.itertuples()
     ]
@@ -114,9 +137,11 @@ def loss_figure(
     Panels are separate because the methods' losses live on different scales.
     """
     columns = ["run_id", "method", "reference", "weights", "batch_size", *([selected] if selected else [])]
+    methods = Methods.of(runs)
     merged = histories.merge(with_weights(runs)[columns], on="run_id")
     arms = sorted(
-        set(zip(merged["method"], merged["reference"], merged["weights"], strict=True)), key=lambda a: arm_sort_key(*a)
+        set(zip(merged["method"], merged["reference"], merged["weights"], strict=True)),
+        key=lambda a: methods.arm_sort_key(*a),
     )
     fig, axes = _grid(len(arms), f"{title} — {setting} (mean over seeds, band: ±1 std)")
     for ax, (method, reference, weights) in zip(axes, arms, strict=False):
@@ -129,7 +154,7 @@ def loss_figure(
             if selected:
                 picked = g[g["step"] == g[selected]]
                 ax.scatter(picked["step"] + 1, picked["value"], marker="*", s=90, color=line[0].get_color(), zorder=3)
-        ax.set_title(method_label(method, reference, weights))
+        ax.set_title(methods.label(method, reference, weights))
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -9,7 +9,6 @@ from bench.devices import place
 from datasets.augment import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    VIEW_RECIPES,
     BatchAugment,
     ColorJitter,
     GaussianBlur,
@@ -26,8 +25,11 @@ from datasets.augment import (
     build_views,
     resized_crop,
 )
+from methods import get_method
 
 SIZE = 32
+# The published recipes, as the methods declare them (data that datasets.augment interprets).
+RECIPES = {name: get_method(name).view_recipe for name in ("simclr", "byol", "barlow", "fgssl")}
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -47,7 +49,7 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def all_views() -> list[tuple[str, BatchAugment]]:
-    views = [(f"{r}-v{i + 1}", v) for r in VIEW_RECIPES for i, v in enumerate(build_views(r, SIZE))]
+    views = [(f"{r}-v{i + 1}", v) for r in RECIPES for i, v in enumerate(build_views(RECIPES[r], SIZE))]
     return [*views, ("finetune", build_finetune_transform(SIZE))]
 
 
@@ -255,25 +257,28 @@ def test_hue_turns_red_towards_yellow_like_torchvision() -> None:
 
 
 def test_recipes_are_the_published_ones() -> None:
-    v1, v2 = build_views("fgssl", 224)
+    v1, v2 = build_views(RECIPES["fgssl"], 224)
     assert [type(op) for op in v1.ops] == [HorizontalFlip, RandomGrayscale, GaussianBlur]
     assert [type(op) for op in v2.ops] == [RandomGrayscale, GaussianBlur, Solarize]
     assert (v1.ops[2].p, v1.ops[2].sigma, v2.ops[1].p, v2.ops[2].p) == (1.0, (0.1, 2.0), 0.1, 0.2)
-    b1, b2 = build_views("byol", 64)
-    assert build_views("barlow", 64) == (b1, b2)
+    b1, b2 = build_views(RECIPES["byol"], 64)
+    assert build_views(RECIPES["barlow"], 64) == (b1, b2)
     assert (b1.ops[-2].p, b1.ops[-1].p, b2.ops[-2].p, b2.ops[-1].p) == (1.0, 0.0, 0.1, 0.2)
 
 
 def test_blur_sigma_shrinks_with_the_image_below_224_px() -> None:
-    assert build_views("fgssl", 64)[0].ops[2].sigma == pytest.approx((0.1 * 64 / 224, 2.0 * 64 / 224))
-    assert build_views("simclr", 448)[0].ops[-1].sigma == (0.1, 2.0)
-    s1, s2 = build_views("simclr", 64)
+    assert build_views(RECIPES["fgssl"], 64)[0].ops[2].sigma == pytest.approx((0.1 * 64 / 224, 2.0 * 64 / 224))
+    assert build_views(RECIPES["simclr"], 448)[0].ops[-1].sigma == (0.1, 2.0)
+    s1, s2 = build_views(RECIPES["simclr"], 64)
     assert s1 == s2 and s1.ops[0].scale == (0.2, 1.0) and s1.ops[2] == ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)
 
 
-def test_unknown_recipe_names_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown view recipe 'moco'.*simclr, byol, barlow, fgssl"):
-        build_views("moco", SIZE)
+def test_unknown_view_op_names_the_valid_ones() -> None:
+    recipe = ((("crop", {"scale_min": 0.2}), ("mixup", {})), ())
+    with pytest.raises(ValueError, match=r"unknown view op 'mixup'.*crop, geometry, hflip"):
+        build_views(recipe, SIZE)
+    with pytest.raises(ValueError, match="two views"):
+        build_views(recipe[:1], SIZE)
 
 
 def test_bad_input_is_a_clear_error() -> None:
@@ -289,21 +294,21 @@ def test_bad_input_is_a_clear_error() -> None:
 def test_runs_on_the_images_device_with_a_matching_generator() -> None:
     device = torch.device("cpu")
     images = uint8_images().to(device)
-    out = build_views("simclr", SIZE)[0](images, torch.Generator(device=device).manual_seed(0))
+    out = build_views(RECIPES["simclr"], SIZE)[0](images, torch.Generator(device=device).manual_seed(0))
     assert out.device == device
 
 
 def test_view_options_change_every_recipe() -> None:
-    assert build_views("simclr", 64, crop_scale_min=0.5)[0].ops[0].scale == (0.5, 1.0)
-    assert build_views("byol", 64, crop_scale_min=0.5)[1].ops[0].scale == (0.5, 1.0)
-    jitters = {r: [op for v in build_views(r, 64, color_jitter=2.0) for op in v.ops if isinstance(op, ColorJitter)]
-               for r in VIEW_RECIPES}  # fmt: skip
+    assert build_views(RECIPES["simclr"], 64, crop_scale_min=0.5)[0].ops[0].scale == (0.5, 1.0)
+    assert build_views(RECIPES["byol"], 64, crop_scale_min=0.5)[1].ops[0].scale == (0.5, 1.0)
+    jittered = {r: build_views(recipe, 64, color_jitter=2.0) for r, recipe in RECIPES.items()}
+    jitters = {r: [op for v in views for op in v.ops if isinstance(op, ColorJitter)] for r, views in jittered.items()}
     assert set(jitters["simclr"]) == {ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8)}
     assert set(jitters["byol"]) == set(jitters["fgssl"]) == {ColorJitter(0.8, 0.8, 0.4, 0.2, p=0.8)}
     assert len(jitters["fgssl"]) == 2  # both FG-SSL views, which have no jitter as published
-    unjittered = [op for r in VIEW_RECIPES for view in build_views(r, 64, color_jitter=0) for op in view.ops]
+    unjittered = [op for r in RECIPES for view in build_views(RECIPES[r], 64, color_jitter=0) for op in view.ops]
     assert not any(isinstance(op, ColorJitter) for op in unjittered)
-    for recipe in VIEW_RECIPES:
+    for recipe in RECIPES.values():
         for view in build_views(recipe, 64, rotate=True):
             kinds = [type(op) for op in view.ops]
             assert RandomRotation in kinds and kinds[kinds.index(RandomRotation) + 1] is VerticalFlip

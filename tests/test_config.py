@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bench.config import PRESETS, build_run_config, deep_merge, load_preset
 from bench.errors import BenchError
+from bench.resolve import PRESETS, build_run_config, deep_merge, load_preset
 from bench.sweep import expand
 
 
@@ -98,18 +98,18 @@ def test_study_parts_expand_separately_and_shared_configurations_run_once():
 
 
 def test_command_line_wins_over_study_parts(tmp_path):
-    from bench.cli import build_parser, resolve_tree
+    from bench.cli import build_parser, run_tree
 
     study = tmp_path / "study.yaml"
     study.write_text("parts:\n  - {methods: [simclr], seeds: [0, 1]}\n  - {methods: [byol], seeds: [2]}\n")
     argv = ["run", "--preset", "smoke", "--config", str(study), "--epochs", "1", "--seeds", "5"]
     args = build_parser().parse_args(argv)
-    runs = expand(resolve_tree(args))
+    runs = expand(run_tree(args))
     assert sorted((r.method, r.train.seed, r.train.epochs) for r in runs) == [("byol", 5, 1), ("simclr", 5, 1)]
 
 
 def test_command_line_learning_rate_reaches_methods_the_file_gives_their_own(tmp_path):
-    from bench.cli import build_parser, resolve_tree
+    from bench.cli import build_parser, run_tree
 
     study = tmp_path / "study.yaml"
     study.write_text(
@@ -119,7 +119,7 @@ def test_command_line_learning_rate_reaches_methods_the_file_gives_their_own(tmp
 
     def resolved(*flags):
         args = build_parser().parse_args(["run", "--preset", "smoke", "--config", str(study), *flags])
-        return {r.method: (r.optim.lr, r.optim.weight_decay) for r in expand(resolve_tree(args))}
+        return {r.method: (r.optim.lr, r.optim.weight_decay) for r in expand(run_tree(args))}
 
     smoke = load_preset("smoke")["optim"]
     default_wd = build_run_config(load_preset("smoke"), "simclr", "synthetic", 32, 0).optim.weight_decay

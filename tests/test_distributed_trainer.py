@@ -23,15 +23,10 @@ import pytest
 import torch
 from processes import finish
 
-import bench.distributed as bench_distributed
-from bench.distributed import (
-    DistributedContext,
-    broadcast_from_main,
-    launch,
-    on_main_then_agree,
-    torchrun_command,
-    without_option,
-)
+import bench.launch as bench_launch
+import bench.process_group as bench_distributed
+from bench.launch import launch, torchrun_command, without_option
+from bench.process_group import DistributedContext, broadcast_from_main, on_main_then_agree
 from bench.trainer import TrainingFailed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,7 +175,7 @@ def test_launch_runs_bench_under_torchrun_with_the_threads_split(monkeypatch):
         def wait(self) -> int:
             return 3
 
-    monkeypatch.setattr(bench_distributed.subprocess, "Popen", FakeTorchrun)
+    monkeypatch.setattr(bench_launch.subprocess, "Popen", FakeTorchrun)
     assert launch(2, ["run", "--preset", "smoke"], threads=5) == 3
     command = seen["command"]
     assert command[command.index("--nproc-per-node") + 1] == "2"
@@ -190,7 +185,7 @@ def test_launch_runs_bench_under_torchrun_with_the_threads_split(monkeypatch):
 
 @pytest.mark.slow
 def test_launch_runs_every_rank_and_returns_failure_when_they_fail():
-    code = "import sys; from bench.distributed import launch; sys.exit(launch(2, ['no-such-command'], threads=2))"
+    code = "import sys; from bench.launch import launch; sys.exit(launch(2, ['no-such-command'], threads=2))"
     result = subprocess.run([sys.executable, "-c", code], env=worker_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]  # torchrun's exit code when a rank failed
     assert result.stderr.count("invalid choice: 'no-such-command'") == WORLD_SIZE, result.stderr[-2000:]

@@ -11,10 +11,10 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from bench.config import build_run_config, load_preset
 from bench.evaluate import embed_split
 from bench.finetune import BestEpoch, ProgressiveClassifier, build_classifier, finetune, predict_scores
 from bench.metrics import classification_metrics
+from bench.resolve import build_run_config, load_preset
 from datasets import DataRequest, load_dataset
 from datasets.augment import build_eval_transform
 from methods import build_method
@@ -83,9 +83,10 @@ def test_progressive_prediction_is_the_sum_of_the_four_heads():
     model = build_classifier(method, "progressive", 4, evaluation, seed=0).eval()
     assert isinstance(model, ProgressiveClassifier)
     # FG-SSL's pretrained blocks and embeddings are reused (copied, so the pretrained model is untouched).
-    assert model.blocks[0] is not method.blocks[0]
-    assert torch.equal(model.blocks[0].body[0].weight, method.blocks[0].body[0].weight)
-    assert torch.equal(model.concat_embedding.body[1].weight, method.concat_embedding.body[1].weight)
+    assert model.hierarchy is not method.hierarchy
+    assert torch.equal(model.hierarchy.blocks[0].body[0].weight, method.hierarchy.blocks[0].body[0].weight)
+    concat = model.hierarchy.concat_embedding.body[1].weight
+    assert torch.equal(concat, method.hierarchy.concat_embedding.body[1].weight)
     x = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         heads = model.level_logits(x)
@@ -93,11 +94,11 @@ def test_progressive_prediction_is_the_sum_of_the_four_heads():
         torch.testing.assert_close(model(x), heads[0] + heads[1] + heads[2] + heads[3])
     # Any backbone gets new heads on layer2/3/4 with the configured widths.
     other = build_classifier(Backbone(), "progressive", 4, evaluation, seed=0)
-    assert [b.body[0].in_channels for b in other.blocks] == [128, 256, 512]
-    assert other.blocks[0].body[3].out_channels == evaluation.finetune_block_channels[1]
+    assert [b.body[0].in_channels for b in other.hierarchy.blocks] == [128, 256, 512]
+    assert other.hierarchy.blocks[0].body[3].out_channels == evaluation.finetune_block_channels[1]
     # Training takes four steps per batch: three jigsaw levels, then the concat head.
     steps = list(other.train().training_steps(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]), None))
-    assert [name for name, _ in steps] == ["level1", "level2", "level3", "concat"]
+    assert [step.name for step in steps] == ["level1", "level2", "level3", "concat"]
 
 
 def test_best_epoch_keeps_the_first_maximum_and_its_weights():

@@ -6,8 +6,8 @@ beating a randomly initialised backbone, is measured at the ``cpu`` preset (READ
 
 import pytest
 
-from bench.config import deep_merge, load_preset
 from bench.ledger import Ledger
+from bench.resolve import deep_merge, load_preset
 from bench.run import execute
 from bench.sweep import expand
 from bench.tracking import Tracker

@@ -16,6 +16,7 @@ SMALL = {
     "barlow": {"proj_dims": [32, 32]},
     "fgssl": {"grids": [4, 2, 1], "block_mid_channels": 16, "block_out_channels": 32, "embed_dim": 16},
 }
+SMALL.update({name: {part: SMALL[part] for part in name.split("+")} for name in METHODS if "+" in name})
 
 
 def make(name, **options):
@@ -85,19 +86,17 @@ def changed_parameters(method, step_index):
 
 def test_each_fgssl_step_moves_only_what_its_loss_depends_on():
     level1 = changed_parameters(make("fgssl").train(), 0)
-    assert any(n.startswith("backbone.layer2") for n in level1) and any(n.startswith("blocks.0") for n in level1)
-    assert not any(
-        n.startswith(
-            ("backbone.layer3", "backbone.layer4", "blocks.1", "blocks.2", "embeddings.1", "embeddings.2", "concat")
-        )
-        for n in level1
-    )
+    h = "hierarchy."
+    assert any(n.startswith("backbone.layer2") for n in level1) and any(n.startswith(h + "blocks.0") for n in level1)
+    untouched = ("blocks.1", "blocks.2", "embeddings.1", "embeddings.2", "concat")
+    assert not any(n.startswith(("backbone.layer3", "backbone.layer4", *(h + u for u in untouched))) for n in level1)
     level3 = changed_parameters(make("fgssl").train(), 2)
-    assert any(n.startswith("backbone.layer4") for n in level3) and any(n.startswith("blocks.2") for n in level3)
-    assert not any(n.startswith(("blocks.0", "blocks.1", "embeddings.0", "concat")) for n in level3)
+    assert any(n.startswith("backbone.layer4") for n in level3) and any(n.startswith(h + "blocks.2") for n in level3)
+    earlier = tuple(h + u for u in ("blocks.0", "blocks.1", "embeddings.0", "concat"))
+    assert not any(n.startswith(earlier) for n in level3)
     concat = changed_parameters(make("fgssl").train(), 3)
-    assert {n.split(".")[0] for n in concat} >= {"backbone", "blocks", "concat_embedding"}
-    assert not any(n.startswith("embeddings.") for n in concat)
+    assert {".".join(n.split(".")[:2]) for n in concat} >= {"backbone.layer4", h + "blocks", h + "concat_embedding"}
+    assert not any(n.startswith(h + "embeddings.") for n in concat)
 
 
 @pytest.mark.parametrize("level_index", [0, 1, 2])
@@ -117,7 +116,8 @@ def test_fgssl_authors_code_embeds_every_level_from_the_first_block():
     method = make("fgssl", embed_source="authors_code").train()
     step = list(method.training_steps(batch()))[2]
     step.loss.backward()
-    assert method.blocks[0].body[0].weight.grad is not None and method.blocks[2].body[0].weight.grad is None
+    blocks = method.hierarchy.blocks
+    assert blocks[0].body[0].weight.grad is not None and blocks[2].body[0].weight.grad is None
 
 
 def test_fgssl_backbone_learns_ten_times_slower():

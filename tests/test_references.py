@@ -9,8 +9,8 @@ from mlflow.tracking import MlflowClient
 from torchvision import models
 
 from bench.cli import main
-from bench.config import build_run_config, deep_merge, load_preset
 from bench.ledger import Ledger
+from bench.resolve import build_run_config, deep_merge, load_preset
 from bench.run import execute
 from bench.sweep import expand
 from bench.tracking import Tracker

@@ -105,7 +105,7 @@ def test_full_report(store, tmp_path):
     slope = sens[(sens["method"] == "fgssl") & (sens["metric"] == "knn.test.accuracy")].iloc[0]["slope"]
     assert slope == pytest.approx(fit.slope)
 
-    assert "Ablation: fgssl options" in text and "levels=1,2" in text
+    assert "Ablation: FG-SSL options" in text and "levels=1,2" in text
     shares = done[(done["method"] == "simclr") & (done["batch_size"] == 16)]["variance_share.test.class"]
     assert "What the embeddings encode" in text and f"{shares.mean():.3f} ± {shares.std(ddof=1):.3f}" in text
     for name in (
@@ -180,11 +180,11 @@ def test_finetune_and_references_report(finetune_store, tmp_path):
     assert arms == {("fgssl", ""), ("simclr", ""), ("random_init", ""), ("random_init", sha), ("supervised", "")}
     values = runs[(runs["method"] == "random_init") & (runs["weights"] == sha)]["finetune.test.accuracy"]
     assert f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" in text
-    assert f"random_init (reference, weights {sha[:8]})" in text and "supervised (reference)" in text
-    assert "The untrained reference random_init" in text
+    assert f"random init (reference, weights {sha[:8]})" in text and "supervised (reference)" in text
+    assert "The untrained reference random init" in text
     assert "The supervised from scratch reference supervised" in text
-    assert f"The pretrained weights {sha[:8]} reference random_init" in text
-    assert "fgssl progressive" in text and "simclr plain" in text
+    assert f"The pretrained weights {sha[:8]} reference random init" in text
+    assert "FG-SSL progressive" in text and "SimCLR plain" in text
     tests = pd.read_csv(folder / "paired_tests.csv")
     assert "finetune.test.accuracy" in set(tests["metric"])
     assert "Fine-tune training loss per epoch" in text and "Fine-tune val balanced accuracy" in text

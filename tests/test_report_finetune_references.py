@@ -24,10 +24,12 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 
-from bench.config import RunConfig, build_run_config
+from bench.resolve import build_run_config
+from bench.schema import RunConfig
 from reports import analyse, build_report
+from reports.arms import method_label, reference_kind
 from reports.collect import experiment_ids, load_runs, metric_columns
-from reports.tables import method_label, reference_kind, variance_table
+from reports.run_tables import variance_table
 
 WEIGHTS = {"A": b"stand-in for ImageNet resnet18 weights", "B": b"stand-in for other weights"}
 SHA_A, SHA_B = (hashlib.sha256(WEIGHTS[k]).hexdigest() for k in ("A", "B"))
@@ -36,6 +38,14 @@ NAMES = ("accuracy", "balanced_accuracy", "f1_macro", "auc_macro")
 BASE = {"random_init": 0.40, "supervised": 0.62, "fgssl": 0.50, "simclr": 0.55, "byol": 0.45}
 PROTOCOL_GAIN = {"knn": 0.0, "linear": 0.05, "finetune": 0.12}
 LEGACY_ABSENT = ("model.weights", "eval.finetune_")
+# The method tags bench logs per run: display name, report order, baseline (legacy runs predate them).
+METHOD_TAGS = {
+    "fgssl": ("FG-SSL", "0", "true"),
+    "simclr": ("SimCLR", "10", "false"),
+    "byol": ("BYOL", "20", "false"),
+    "random_init": ("random init", "1000", "false"),
+    "supervised": ("supervised", "1000", "false"),
+}
 pdftotext = pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext (poppler-utils) is not installed")
 
 
@@ -53,7 +63,7 @@ class FakeRun:
     status: str = "FINISHED"
     options: dict[str, object] = field(default_factory=dict)
     finetune_mode: str = "auto"  # bench resolves it per method: fgssl progressive, the rest plain
-    legacy: bool = False  # logged before weights files and the fine-tune existed: none of their params
+    legacy: bool = False  # logged before weights files, the fine-tune and the method tags: none of them
 
     @property
     def reference(self) -> bool:
@@ -107,6 +117,8 @@ def log_fake_run(client: MlflowClient, experiment_id: str, run: FakeRun, root: P
     }
     if run.weights:
         tags.update({"weights": run.weights_file, "weights_sha256": str(config.model.weights_sha256)})
+    if not run.legacy:
+        tags.update(zip(("method_display", "method_order", "method_baseline"), METHOD_TAGS[run.method], strict=True))
     name = f"{run.method}-synthetic-b{run.batch_size}-s{run.seed}"
     run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     client.log_batch(run_id, params=[Param(k, v) for k, v in run.params(config).items()])
@@ -243,10 +255,10 @@ def test_finetune_results_in_tables_and_statistics(store):
     cell = stat(data.stats, "simclr", "finetune.test.accuracy")
     assert (cell["n"], cell["mean"], cell["std"]) == (2, pytest.approx(values.mean()), pytest.approx(values.std()))
     comparison = table(data, "comparison_finetune")
-    shown = comparison.display.set_index(["batch", "method"]).loc[("16", "simclr"), "accuracy"]
+    shown = comparison.display.set_index(["batch", "method"]).loc[("16", "SimCLR"), "accuracy"]
     assert shown.startswith(f"{values.mean():.3f} ± {values.std():.3f}")
-    assert "byol" not in set(comparison.display["method"])  # it never ran the fine-tune
-    assert any("No finished run evaluated with finetune: byol at batch 16" in note for note in comparison.notes)
+    assert "BYOL" not in set(comparison.display["method"])  # it never ran the fine-tune
+    assert any("No finished run evaluated with finetune: BYOL at batch 16" in note for note in comparison.notes)
 
     tests = data.tests.set_index(["batch_size", "metric", "method"])
     base = logged(runs, "fgssl", "finetune.test.accuracy")
@@ -273,6 +285,7 @@ def test_adding_the_finetune_changes_no_knn_or_linear_number(store):
         new = mixed.stats[(mixed.stats["metric"] == metric) & mixed.stats["method"].isin(PLAIN_METHODS)]
         pd.testing.assert_frame_equal(new[columns].reset_index(drop=True), old)
     assert stat(mixed.stats, "byol", "knn.test.accuracy")["n"] == 4  # the legacy run pools with the new ones
+    assert set(mixed.runs.loc[mixed.runs["method"] == "byol", "method_display"]) == {"BYOL"}  # and takes their tags
 
 
 def test_another_finetune_mode_is_a_variant_not_pooled(store):
@@ -289,7 +302,7 @@ def test_another_finetune_mode_is_a_variant_not_pooled(store):
     assert any(o.startswith("finetune_mode=plain") and o.endswith("(main)") for o in ablation["options"])
     notes = table(data, "comparison_finetune").notes
     assert any(
-        n.startswith("Fine-tune mode per method: fgssl progressive (grids ") and "simclr plain" in n for n in notes
+        n.startswith("Fine-tune mode per method: FG-SSL progressive (grids ") and "SimCLR plain" in n for n in notes
     )
 
 
@@ -304,7 +317,7 @@ def test_store_without_finetune_or_weights_gives_the_old_report(store, tmp_path)
     ]
     text = all_text(data)
     assert "finetune" not in text and "weights" not in text
-    assert "The untrained reference random_init" in data.summary
+    assert "The untrained reference random init" in data.summary
     comparison = table(data, "comparison_knn").display
     assert list(comparison.columns) == [
         "dataset",
@@ -315,7 +328,7 @@ def test_store_without_finetune_or_weights_gives_the_old_report(store, tmp_path)
         "f1 (macro)",
         "auc (macro)",
     ]
-    assert list(comparison["method"]) == ["fgssl", "simclr", "random_init (reference)"] * 2
+    assert list(comparison["method"]) == ["FG-SSL", "SimCLR", "random init (reference)"] * 2
 
     summary = build_report(store, ["plain"], tmp_path / "plain.pdf", formats=("csv",))
     for path in summary.files:
@@ -334,31 +347,31 @@ def test_runs_from_other_weights_are_never_pooled(store):
 
     labels = list(table(data, "comparison_finetune").display["method"])
     assert labels == [
-        "fgssl",
-        "simclr",
-        f"simclr (weights {SHA_B[:8]})",
-        "random_init (reference)",
-        f"random_init (reference, weights {SHA_A[:8]})",
+        "FG-SSL",
+        "SimCLR",
+        f"SimCLR (weights {SHA_B[:8]})",
+        "random init (reference)",
+        f"random init (reference, weights {SHA_A[:8]})",
         "supervised (reference)",
     ]
     assert list(table(data, "cost").display["method"]) == labels
     assert list(table(data, "cost").data["runs"]) == [3] * 6
 
     tests = data.tests[data.tests["metric"] == "knn.test.accuracy"].set_index(["method", "weights"])
-    assert set(tests["baseline"]) == {"fgssl"}
+    assert set(tests["baseline"]) == {"FG-SSL"}
     assert {("simclr", ""), ("simclr", SHA_B), ("random_init", ""), ("random_init", SHA_A)} <= set(tests.index)
     sim_b = logged(runs, "simclr", "knn.test.accuracy", weights=SHA_B)
     base = logged(runs, "fgssl", "knn.test.accuracy")
     expected = sps.ttest_rel(sim_b.to_numpy(), base.loc[sim_b.index].to_numpy()).pvalue
     assert tests.loc[("simclr", SHA_B), "p_t"] == pytest.approx(expected)
-    assert f"simclr (weights {SHA_B[:8]})" in set(table(data, "paired_tests").display["method"])
+    assert f"SimCLR (weights {SHA_B[:8]})" in set(table(data, "paired_tests").display["method"])
 
 
 def test_references_are_named_for_what_they_are(store):
     summary = analyse(store, ["refs"]).summary
-    assert "The untrained reference random_init (" in summary
+    assert "The untrained reference random init (" in summary
     assert "The supervised from scratch reference supervised (" in summary
-    assert f"The pretrained weights {SHA_A[:8]} reference random_init (" in summary
+    assert f"The pretrained weights {SHA_A[:8]} reference random init (" in summary
     judged = [p for p in summary.splitlines() if not p.startswith("Caveat")]  # one paragraph per judged metric
     assert judged and all(p.count("untrained") == 1 for p in judged)
 
@@ -398,8 +411,8 @@ def test_pdf_shows_finetune_and_references(store, tmp_path):
     values = logged(runs, "simclr", "finetune.test.accuracy", weights=SHA_B)
     assert "Comparison on test (finetune protocol)" in text
     assert f"{values.mean():.3f} ± {values.std():.3f}" in text
-    assert f"random_init (reference, weights {SHA_A[:8]})" in text and "supervised (reference)" in text
-    assert f"{SHA_A[:8]} = {SHA_A} (copy.pt, imagenet.pt): random_init" in text
+    assert f"random init (reference, weights {SHA_A[:8]})" in text and "supervised (reference)" in text
+    assert f"{SHA_A[:8]} = {SHA_A} (copy.pt, imagenet.pt): random init" in text
     assert "Fine-tune training loss per epoch" in text and "Fine-tune val balanced accuracy" in text
     assert "best run per method (finetune, best by balanced_accuracy)" in text
 
@@ -412,5 +425,5 @@ def test_variance_shares_table_lists_the_class_first_then_each_factor(store):
     variance = variance_table(runs)
     assert list(variance.display.columns) == ["dataset", "batch", "method", "class", "skin brightness"]
     first = variance.display.iloc[0]
-    assert (first["method"], first["class"], first["skin brightness"]) == ("fgssl", "0.100 ± 0.100", "0.100 ± 0.000")
+    assert (first["method"], first["class"], first["skin brightness"]) == ("FG-SSL", "0.100 ± 0.100", "0.100 ± 0.000")
     assert variance.data.iloc[0]["class_mean"] == pytest.approx(0.1) and variance.data.iloc[0]["runs"] == 3

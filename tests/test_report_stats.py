@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from reports.comparison import cell_stats, comparisons
 from reports.stats import Summary, batch_size_trend, holm, paired_test, summarize
-from reports.tables import cell_stats, comparisons, format_cell
+from reports.tableformat import format_cell
 
 
 def test_summary_by_hand():
@@ -96,10 +97,28 @@ def test_trend_needs_two_batch_sizes_and_three_runs_for_an_error():
     assert two.slope == pytest.approx(0.1) and math.isnan(two.slope_se)
 
 
+# The method tags bench logs per run (reports learn display names, order and the baseline only from them).
+METHOD_TAGS = {
+    "fgssl": ("FG-SSL", "0", "true"),
+    "simclr": ("SimCLR", "10", "false"),
+    "byol": ("BYOL", "20", "false"),
+    "barlow": ("Barlow Twins", "30", "false"),
+    "random_init": ("random init", "1000", "false"),
+}
+
+
 def _runs(rows):
     frame = pd.DataFrame(rows, columns=["method", "seed", "knn.test.accuracy"])
+    tags = frame["method"].map(METHOD_TAGS)
     return frame.assign(
-        setting="synthetic", batch_size=32, status="FINISHED", variant="", reference=frame["method"] == "random_init"
+        setting="synthetic",
+        batch_size=32,
+        status="FINISHED",
+        variant="",
+        reference=frame["method"] == "random_init",
+        method_display=tags.str[0],
+        method_order=tags.str[1],
+        method_baseline=tags.str[2],
     )
 
 
@@ -162,7 +181,7 @@ def test_weights_files_are_separate_arms_and_fgssl_from_scratch_is_the_baseline(
 
     tests = comparisons(frame, ["knn.test.accuracy"]).set_index(["method", "weights"])
     base = [0.50, 0.52, 0.55]
-    assert set(tests["baseline"]) == {"fgssl"}
+    assert set(tests["baseline"]) == {"FG-SSL"}
     assert tests.loc[("fgssl", sha), "p_t"] == pytest.approx(sps.ttest_rel([0.70, 0.72, 0.71], base).pvalue)
     assert tests.loc[("random_init", sha), "mean_diff"] == pytest.approx(0.62666667 - 0.52333333)
     assert tests.loc[("random_init", ""), "p_t"] == pytest.approx(sps.ttest_rel([0.40, 0.41, 0.45], base).pvalue)
@@ -170,8 +189,9 @@ def test_weights_files_are_separate_arms_and_fgssl_from_scratch_is_the_baseline(
 
 
 def test_summary_judges_where_the_seeds_are_not_at_the_largest_batch():
+    from reports.arms import Methods
+    from reports.result_tables import sensitivity_table
     from reports.summary import summary_paragraph
-    from reports.tables import sensitivity_table
 
     three_seeds = [
         (m, s, 0.5 + 0.01 * s + (0.05 if m == "simclr" else 0)) for m in ("fgssl", "simclr") for s in (0, 1, 2)
@@ -182,7 +202,11 @@ def test_summary_judges_where_the_seeds_are_not_at_the_largest_batch():
     ).assign(weights="")
     metric = "knn.test.accuracy"
     text = summary_paragraph(
-        cell_stats(frame, [metric]), comparisons(frame, [metric]), sensitivity_table(frame, [metric]).data, [metric]
+        cell_stats(frame, [metric]),
+        comparisons(frame, [metric]),
+        sensitivity_table(frame, [metric]).data,
+        [metric],
+        Methods.of(frame),
     )
-    assert text.startswith("On synthetic at batch size 32, simclr has the best knn accuracy on test")
-    assert "Significant differences to fgssl" in text or "None of the differences to fgssl" in text
+    assert text.startswith("On synthetic at batch size 32, SimCLR has the best knn accuracy on test")
+    assert "Significant differences to FG-SSL" in text or "None of the differences to FG-SSL" in text

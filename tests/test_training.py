@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from bench.config import OptimConfig, load_preset
 from bench.ledger import Ledger
+from bench.resolve import load_preset
 from bench.run import execute
+from bench.schema import OptimConfig
 from bench.seeding import seed_everything
 from bench.sweep import expand
 from bench.tracking import Tracker
@@ -96,7 +97,7 @@ def test_batch_larger_than_training_set_is_refused():
         Trainer(
             method,
             data.train.images,
-            build_views("barlow", 32),
+            build_views(method.view_recipe, 32),
             OptimConfig(),
             epochs=1,
             batch_size=16,

@@ -5,16 +5,32 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from bench.config import build_run_config, deep_merge, load_preset
-from bench.tune import SEARCH_SPACES, suggest
+from bench.resolve import build_run_config, deep_merge, load_preset
+from bench.tune import suggest
+from methods import METHODS, get_method
 
 
-@pytest.mark.parametrize("method", sorted(SEARCH_SPACES))
+def _fixed_trial(method: str) -> optuna.trial.FixedTrial:
+    """A trial that picks the middle of every float range and the first of every choice."""
+    params: dict[str, object] = {"lr": 0.02}
+    for name, (kind, *args) in get_method(method).search_space.items():
+        params[name] = (args[0] + args[1]) / 2 if kind == "float" else list(args[0])[0]
+    return optuna.trial.FixedTrial(params)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_trials_learning_rate_wins_over_the_presets_per_method_one(method):
     tree = deep_merge(load_preset("smoke"), {"method_optim": {method: {"lr": 7.0}}})
-    trial = optuna.trial.FixedTrial({"lr": 0.02, "temperature": 0.2, "tau_base": 0.95, "lambd": 0.01, "embed_dim": 128})
-    config = build_run_config(deep_merge(tree, suggest(method, trial)), method, "synthetic", 32, 0)
+    config = build_run_config(deep_merge(tree, suggest(method, _fixed_trial(method))), method, "synthetic", 32, 0)
     assert config.optim.lr == 0.02
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_searched_option_reaches_the_runs_config(method):
+    trial = _fixed_trial(method)
+    config = build_run_config(deep_merge(load_preset("smoke"), suggest(method, trial)), method, "synthetic", 32, 0)
+    searched = {k: v for k, v in trial.params.items() if k != "lr"}
+    assert {k: config.method_options[k] for k in searched} == searched
 
 
 @pytest.mark.slow

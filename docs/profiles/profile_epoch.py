@@ -21,8 +21,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import methods.distributed
-from bench.config import OptimConfig, load_preset
 from bench.devices import place
+from bench.resolve import load_preset
+from bench.schema import OptimConfig
 from bench.trainer import Trainer
 from datasets import DataRequest, load_dataset
 from datasets.augment import build_views

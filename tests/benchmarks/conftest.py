@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import OptimConfig, load_preset
 from bench.devices import place
+from bench.resolve import load_preset
+from bench.schema import OptimConfig
 from bench.trainer import Trainer
 from methods import build_method
 from methods.backbones import Backbone

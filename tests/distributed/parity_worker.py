@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import parity  # noqa: E402
 
 import methods.distributed  # noqa: E402
-from bench.distributed import init_from_env, shutdown, wrap  # noqa: E402
+from bench.process_group import init_from_env, shutdown, wrap  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

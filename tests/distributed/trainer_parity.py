@@ -22,14 +22,14 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from bench.config import OptimConfig  # noqa: E402
-from bench.distributed import (  # noqa: E402
+from bench.process_group import (  # noqa: E402
     DistributedContext,
     broadcast_from_main,
     init_from_env,
     on_main_then_agree,
     shutdown,
 )
+from bench.schema import OptimConfig  # noqa: E402
 from bench.seeding import seed_everything  # noqa: E402
 from bench.trainer import Augment, EpochStats, Trainer, TrainingFailed  # noqa: E402
 from datasets import DataRequest, load_dataset  # noqa: E402

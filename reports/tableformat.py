@@ -1,14 +1,21 @@
-"""A report table and its file forms: Markdown and LaTeX show the formatted cells, CSV the raw numbers.
+"""A report table and its file forms: Markdown and LaTeX show the formatted cells, CSV the raw numbers;
+and how cells are formatted (mean ± std with interval, p-values, metric names).
 
 Markdown and LaTeX are written here rather than by pandas (which would need tabulate and jinja2).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from reports.stats import MIN_SEEDS, Summary
+
+DAGGER = "†"
+FEW_NOTE = f"{DAGGER} fewer than {MIN_SEEDS} seeds: spread and interval are unreliable (n = seeds)."
 
 
 @dataclass
@@ -98,3 +105,52 @@ _TEX = {
 
 def _tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
+
+
+def format_cell(s: Summary, mark: str = "", lines: int = 2) -> str:
+    """'mean ± std' then '[CI] n=..'; one seed shows the value alone, and small n gets a dagger."""
+    if s.n == 0:
+        return "–"
+    few = DAGGER if s.few else ""
+    if s.n == 1:
+        return f"{s.mean:.3f}{mark}\nn=1{few}" if lines == 2 else f"{s.mean:.3f}{mark} (n=1){few}"
+    if lines == 2:
+        return f"{s.mean:.3f} ± {s.std:.3f}{mark}\n[{s.ci_low:.3f}, {s.ci_high:.3f}] n={s.n}{few}"
+    return f"{s.mean:.3f} ± {s.std:.3f}{mark} (n={s.n}){few}"
+
+
+def mean_std(s: Summary, scale: float, fmt: str = ".2f") -> str:
+    if s.n == 0:
+        return "–"
+    if s.n == 1:
+        return f"{s.mean / scale:{fmt}}"
+    return f"{s.mean / scale:{fmt}} ± {s.std / scale:{fmt}}"
+
+
+def short_metric(metric: str) -> str:
+    return metric.split(".")[-1].replace("balanced_accuracy", "balanced acc.").replace("_macro", " (macro)")
+
+
+def short_with_protocol(metric: str) -> str:
+    return f"{metric.split('.')[0]} {short_metric(metric)}"
+
+
+def num(value: float, fmt: str) -> str:
+    return f"{value:{fmt}}" if math.isfinite(value) else "–"
+
+
+def p_value(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def wrap(text: str, width: int) -> str:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*lines, line])

@@ -1,0 +1,242 @@
+"""What each ``bench`` command does, and its user-facing output; the parser is bench/cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.errors import EXIT_USAGE, BenchError
+from bench.launch import launch, under_torchrun, without_option
+from bench.ledger import Ledger
+from bench.process_group import COMMAND_LINE_TIMEOUT, DistributedContext, end_followers, init_from_env, shutdown
+from bench.resolve import apply_sets, resolve_tree, set_path
+from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
+from bench.ui import experiment_links, serve_ui
+from datasets import DataRequest, DatasetError, check_dataset, load_dataset
+
+SUMMARY_METRICS = (
+    "knn.test.accuracy",
+    "knn.test.balanced_accuracy",
+    "linear.test.accuracy",
+    "linear.test.balanced_accuracy",
+    "finetune.test.accuracy",
+    "finetune.test.balanced_accuracy",
+)
+
+
+def _state_dir(uri: str) -> Path:
+    """Where locks, checkpoints and the Optuna journal live: beside a local store, else ./.bench-state."""
+    return local_store_dir(uri) or Path(".bench-state")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.sweep import expand
+
+    if args.workers < 1:
+        raise BenchError(f"--workers must be at least 1, got {args.workers}")
+    if args.nproc < 1:
+        raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc > 1 and args.workers > 1:
+        raise BenchError("--nproc and --workers cannot be combined: use one to split each run, the other the sweep")
+    if under_torchrun():
+        return _run_as_rank(args)
+    if args.nproc > 1:
+        # Every bad input is refused here, once, before any process starts (exit 2, one line).
+        tree = resolve_tree(args.preset, args.config, args.overrides)
+        for config in expand(tree):
+            if config.train.batch_size % args.nproc:
+                raise BenchError(
+                    f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
+                )
+        check_store(args.tracking_uri or default_tracking_uri())
+        argv = without_option(args.argv, "--nproc")
+        if "sync_batchnorm" not in (tree.get("train") or {}):
+            # Unless told otherwise, N processes train like one with the global batch: BatchNorm
+            # statistics over the global batch too.
+            argv += ["--set", "train.sync_batchnorm=true"]
+        return launch(args.nproc, argv)
+    return _run_sweep_on_rank_zero(args, None)
+
+
+def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | None) -> int:
+    """The sweep, its output and exit code: in the ``bench run`` process, or on rank 0 of ``--nproc``."""
+    from bench.sweep import expand
+    from bench.workers import run_sweep
+
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    check_store(tracker.uri)
+    configs = expand(resolve_tree(args.preset, args.config, args.overrides))
+    ledger = Ledger(_state_dir(tracker.uri))
+    workers = min(args.workers, len(configs))
+    print(
+        f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}"
+        + (f" ({workers} worker processes)" if workers > 1 else ""),
+        file=sys.stderr,
+    )
+    outcomes = run_sweep(configs, tracker, ledger, workers, force=args.force, progress=not args.no_progress, ctx=ctx)
+    _print_summary(outcomes)
+    counts = Counter(o.status for o in outcomes)
+    print(f"\n{len(outcomes)} run(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    skipped = counts["SKIPPED"]
+    if skipped:
+        print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
+    print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
+    return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
+
+
+def _run_as_rank(args: argparse.Namespace) -> int:
+    """``bench run`` as one of the processes ``--nproc`` (or a user's ``torchrun -m bench run``) started:
+    rank 0 runs the sweep as a single process would, training each SSL run together with the other
+    ranks; the other ranks only train, and print nothing but errors."""
+    from bench.devices import resolve_device
+    from bench.run import follow_rank_zero
+
+    device = resolve_tree(args.preset, args.config, args.overrides).get("device", "auto")
+    ctx = init_from_env(resolve_device(device), timeout=COMMAND_LINE_TIMEOUT)
+    try:
+        if not ctx.is_main:
+            follow_rank_zero(ctx)
+            return 0
+        code = _run_sweep_on_rank_zero(args, ctx)
+        end_followers(ctx)  # only after a sweep that ended normally; after a crash torchrun stops every rank
+        return code
+    finally:
+        shutdown()
+
+
+def tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from bench.tune import OBJECTIVE, check_request, open_study, tune
+
+    check_request(args.method, args.trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    check_store(tracker.uri)
+    overrides: dict[str, Any] = {}
+    if args.data_root:
+        set_path(overrides, ("data", "root"), args.data_root)
+    if args.epochs is not None:
+        set_path(overrides, ("train", "epochs"), args.epochs)
+    apply_sets(overrides, args.set)
+    tree = resolve_tree(args.preset, args.config, overrides)
+    state = _state_dir(tracker.uri)
+    study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state, args.sampler_seed)
+    tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    if not completed:
+        raise BenchError(f"no trial of study {study.study_name!r} completed ({pruned} pruned)")
+    print(f"study {study.study_name!r}: {len(completed)} complete, {pruned} pruned")
+    print(f"best {OBJECTIVE} = {study.best_value:.4f} (trial {study.best_trial.number}) with:")
+    for key, value in study.best_params.items():
+        print(f"  {key}: {value}")
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    uri = args.tracking_uri or default_tracking_uri()
+    require_existing_store(uri)
+    formats = tuple(f for f in args.formats.split(",") if f)
+    try:
+        summary = build_report(uri, args.experiment, Path(args.out), formats)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    print(f"report over {summary.runs} run(s) ({summary.finished_runs} finished):")
+    for path in summary.files:
+        print(f"  {path}")
+    for note in summary.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _print_summary(outcomes) -> None:
+    shown = [m for m in SUMMARY_METRICS if any(m in o.metrics for o in outcomes)] or list(SUMMARY_METRICS[:4])
+    header = ["run", "status", "minutes", *shown]
+    rows = [
+        [
+            o.name,
+            o.status,
+            f"{o.seconds / 60:.1f}",
+            *(f"{o.metrics[m]:.3f}" if m in o.metrics else "-" for m in shown),
+        ]
+        for o in outcomes
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+    for o in outcomes:
+        if o.note:
+            print(f"{o.name}: {o.note}")
+
+
+def _data_request(args: argparse.Namespace) -> DataRequest:
+    return DataRequest(
+        image_size=args.size,
+        root=Path(args.root) if args.root else None,
+        task=args.task,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+    )
+
+
+def data_check(args: argparse.Namespace) -> int:
+    try:
+        report = check_dataset(args.name, _data_request(args))
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    print(report.format())
+    return 0 if report.ok else EXIT_USAGE
+
+
+def data_prepare(args: argparse.Namespace) -> int:
+    try:
+        dataset = load_dataset(args.name, _data_request(args))
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in dataset.splits().items())
+    print(f"{dataset.name} ({dataset.task}) decoded at {dataset.image_size} px: {sizes}")
+    return 0
+
+
+def data_download(args: argparse.Namespace) -> int:
+    from datasets.download import download_dataset
+
+    try:
+        summary = download_dataset(args.name, Path(args.root), base_url=args.base_url)
+    except DatasetError as exc:
+        raise BenchError(str(exc)) from None
+    print(summary)
+    return 0
+
+
+def ui(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or default_tracking_uri()
+    require_existing_store(uri)
+    check_port_free(args.host, args.port)
+    base_url = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {base_url}  (Ctrl-C to stop); runs tables:", flush=True)
+    print("\n".join(experiment_links(uri, base_url)) or "  (no runs yet)", flush=True)
+    return serve_ui(uri, args.host, args.port)
+
+
+def require_existing_store(uri: str) -> None:
+    """Reading commands must not create an empty SQLite store where the user mistyped a path."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise BenchError(f"no MLflow store at {uri} yet: run `bench run` first, or pass --tracking-uri")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """A port out of range or taken is reported before the server starts, not as its traceback."""
+    if not 1 <= port <= 65535:
+        raise BenchError(f"--port must be in 1-65535, got {port}")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BenchError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
