@@ -78,6 +78,21 @@ def byol(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * F.cosine_similarity(p, z.detach(), dim=1)).mean()
 
 
+def simsiam(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """SimSiam's symmetrised loss ``0.5 * (D(p1, z2) + D(p2, z1))`` with ``D(p, z) = -mean cos(p, sg(z))``.
+
+    The stop-gradient on the projections ``z`` is what keeps SimSiam from collapsing (Chen and He 2021,
+    section 4), so no gradient reaches ``z1`` or ``z2`` here; the value lies in [-1, 1].
+    """
+    for a, b in ((p1, p2), (p1, z2), (p2, z1)):
+        _check_pair(a, b)
+    return 0.5 * (_negative_cosine(p1, z2) + _negative_cosine(p2, z1))
+
+
+def _negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    return -F.cosine_similarity(p, z.detach(), dim=1).mean()
+
+
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.ndim != 2 or a.shape != b.shape:
         raise ValueError(f"expected two [N, D] batches of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")

@@ -32,7 +32,7 @@ def bad_weights(tmp: Path) -> str:
 
 # (case, extra arguments of ``bench run`` given the test's tmp folder, part of the expected message)
 RUN_CASES = [
-    ("unknown method", lambda t: ["--methods", "moco"], "unknown method 'moco'; valid names: all, simclr, byol"),
+    ("unknown method", lambda t: ["--methods", "moco"], "unknown method 'moco'; valid names: all, paper, simclr, byol"),
     ("unknown dataset", lambda t: ["--dataset", "cifar10"], "unknown dataset 'cifar10'; valid names: synthetic"),
     ("jigsaw grid does not divide the image", lambda t: ["--methods", "fgssl", "--jigsaw-grids", "8,4,3"],
      "jigsaw grid 3 does not divide the image size 32x32"),

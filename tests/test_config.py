@@ -70,9 +70,9 @@ def test_bad_values_are_named(tree, message):
 def test_sweep_expands_the_cross_product_and_all_means_the_ssl_methods():
     tree = {**load_preset("smoke"), "methods": ["all", "random_init"], "batch_sizes": [16, 32], "seeds": [0, 1]}
     runs = expand(tree)
-    assert len(runs) == 5 * 2 * 2
-    assert {r.method for r in runs} == {"simclr", "byol", "barlow", "fgssl", "random_init"}
-    assert len({r.config_hash() for r in runs}) == 20
+    assert len(runs) == 7 * 2 * 2
+    assert {r.method for r in runs} == {"simclr", "byol", "barlow", "fgssl", "simsiam", "rotation", "random_init"}
+    assert len({r.config_hash() for r in runs}) == 28
 
 
 def test_study_parts_expand_separately_and_shared_configurations_run_once():

@@ -15,6 +15,8 @@ SMALL = {
     "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
     "barlow": {"proj_dims": [32, 32]},
     "fgssl": {"grids": [4, 2, 1], "block_mid_channels": 16, "block_out_channels": 32, "embed_dim": 16},
+    "simsiam": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 8},
+    "rotation": {},
 }
 SMALL.update({name: {part: SMALL[part] for part in name.split("+")} for name in METHODS if "+" in name})
 
@@ -34,8 +36,10 @@ def batch(seed=0, size=16, n=6):
 
 
 def test_registry_names_and_clear_error():
-    assert set(METHODS) == {"simclr", "byol", "barlow", "fgssl"}
-    with pytest.raises(ValueError, match="valid names: simclr, byol, barlow, fgssl"):
+    singles = {"simclr", "byol", "barlow", "fgssl", "simsiam", "rotation"}
+    composites = {f"{name}+fgssl" for name in ("simclr", "byol", "barlow", "simsiam", "rotation")}
+    assert set(METHODS) == singles | composites
+    with pytest.raises(ValueError, match="valid names: simclr, byol, barlow, fgssl, simsiam, rotation"):
         get_method("moco")
 
 

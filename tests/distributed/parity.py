@@ -22,14 +22,29 @@ GLOBAL_BATCH = 8
 IMAGE_SIZE = 32  # with the ImageNet stem: layer2..4 maps of 4, 2 and 1 px, cheap even in float64
 # Batches per method: two for BYOL (its EMA target has moved by the second), one for the others;
 # FG-SSL's one batch is four steps, so DDP also runs past the bucket rebuild after its first iteration.
-BATCHES = {"simclr": 1, "byol": 2, "barlow": 1, "fgssl": 1}
+# The composites: Barlow Twins' step then FG-SSL's four on one backbone; byol+fgssl for two batches, so
+# its target follows BYOL's step only, across batches. Rotation draws the global batch's rotations.
+BATCHES = {
+    "simclr": 1,
+    "byol": 2,
+    "barlow": 1,
+    "fgssl": 1,
+    "simsiam": 1,
+    "rotation": 1,
+    "barlow+fgssl": 1,
+    "byol+fgssl": 2,
+}
 LR = 0.005  # moves the weights between steps without the chaotic updates that amplify round-off
 SMALL: dict[str, dict[str, Any]] = {
     "simclr": {"proj_hidden_dim": 32, "proj_dim": 16},
     "byol": {"proj_hidden_dim": 32, "proj_dim": 16},
     "barlow": {"proj_dims": [32, 32]},
     "fgssl": {"grids": [4, 2, 1], "block_mid_channels": 16, "block_out_channels": 32, "embed_dim": 16},
+    "simsiam": {"proj_hidden_dim": 32, "proj_dim": 16, "pred_hidden_dim": 8},
+    "rotation": {"head_hidden_dim": 16},
 }
+SMALL["barlow+fgssl"] = {"barlow": SMALL["barlow"], "fgssl": SMALL["fgssl"]}
+SMALL["byol+fgssl"] = {"byol": SMALL["byol"], "fgssl": SMALL["fgssl"]}
 METHOD_NAMES = tuple(SMALL)
 
 
