@@ -98,6 +98,9 @@ def _add_run_parser(sub) -> None:
     )
     run.add_argument("--force", action="store_true", help="rerun configurations that already FINISHED")
     run.add_argument(
+        "--dry-run", action="store_true", help="check every value, list the runs the sweep would start, write nothing"
+    )
+    run.add_argument(
         "--workers",
         type=int,
         default=1,

@@ -33,6 +33,9 @@ def _state_dir(uri: str) -> Path:
     return local_store_dir(uri) or Path(".bench-state")
 
 
+MAX_EXPERIMENT_NAME = 256  # the width of the experiment name column in MLflow's SQL stores
+
+
 def run(args: argparse.Namespace) -> int:
     from bench.sweep import expand
 
@@ -42,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc > 1 and args.workers > 1:
         raise BenchError("--nproc and --workers cannot be combined: use one to split each run, the other the sweep")
+    check_experiment_name(args.experiment)
+    if args.dry_run:
+        return _plan(args)
     if under_torchrun():
         return _run_as_rank(args)
     if args.nproc > 1:
@@ -67,9 +73,9 @@ def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | 
     from bench.sweep import expand
     from bench.workers import run_sweep
 
+    configs = expand(resolve_tree(args.preset, args.config, args.overrides))  # every value checked, nothing written
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
     check_store(tracker.uri)
-    configs = expand(resolve_tree(args.preset, args.config, args.overrides))
     ledger = Ledger(_state_dir(tracker.uri))
     workers = min(args.workers, len(configs))
     print(
@@ -86,6 +92,27 @@ def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | 
         print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
     print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
     return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """``--dry-run``: resolve and validate the sweep exactly as a run would (data included), print the
+    runs it would start, and write nothing (no store, lock or checkpoint)."""
+    from bench.run import run_name
+    from bench.sweep import expand
+
+    configs = expand(resolve_tree(args.preset, args.config, args.overrides))
+    for config in configs:
+        print(f"{run_name(config)}  {config.config_hash()}")
+    print(f"\n{len(configs)} run(s) planned; nothing was written (--dry-run)")
+    return 0
+
+
+def check_experiment_name(name: str) -> None:
+    """Refused here rather than inside MLflow, after the store and its locks exist."""
+    if not name or not name.strip() or name != name.strip():
+        raise BenchError(f"--experiment must be a non-empty name without leading or trailing spaces, got {name!r}")
+    if len(name) > MAX_EXPERIMENT_NAME:
+        raise BenchError(f"--experiment must be at most {MAX_EXPERIMENT_NAME} characters, got {len(name)}")
 
 
 def _run_as_rank(args: argparse.Namespace) -> int:
