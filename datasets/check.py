@@ -2,6 +2,9 @@
 
 The same pass builds the decoded cache, so ``check`` followed by ``load`` decodes each image once,
 and a split with a valid cache is known to decode without reading its images again.
+
+Warnings (a rebuilt cache, degenerate images) are reported but do not fail the check: the data can
+still be used, but the user should know.
 """
 
 from __future__ import annotations
@@ -11,13 +14,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.cache import DecodeFailures, cached_images
+from datasets.cache import DecodeFailures, cached_split
 from datasets.decode import decode_all
 from datasets.plan import DatasetPlan, SplitPlan
 from datasets.request import DataRequest
 
 # How many ids a message lists before summarising the rest.
 SHOWN_IDS = 5
+# Below this side an image holds too few pixels to resize into anything but a blur or a flat colour.
+MIN_SIDE_PX = 16
+# Above this ratio of long to short side the centre crop keeps less than a quarter of the image.
+MAX_ASPECT_RATIO = 4.0
 
 
 @dataclass
@@ -29,6 +36,7 @@ class CheckReport:
     class_names: tuple[str, ...]
     class_counts: dict[str, list[int]]
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -53,12 +61,16 @@ class CheckReport:
         else:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"- {problem}" for problem in self.problems)
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines.extend(f"- {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 
 def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckReport, dict[str, np.ndarray]]:
     """Check ``plan``'s files and images; returns the report and the decoded images of sound splits."""
     problems = list(plan.problems) + _shared_ids(plan)
+    warnings: list[str] = []
     images = {}
     for name, split in plan.splits.items():
         if not split.ids:
@@ -71,7 +83,11 @@ def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckRepo
             failures = decode_all(present, request.image_size, desc=f"checking {plan.name} {name}") if present else []
         else:
             try:
-                images[name] = cached_images(plan.name, name, split.paths, request.image_size, request.cache_dir)
+                cached = cached_split(plan.name, name, split.paths, request.image_size, request.cache_dir)
+                images[name] = cached.images
+                if cached.rebuilt:
+                    warnings.append(cached.rebuilt)
+                warnings.extend(odd_shapes(name, split, cached.sizes))
                 failures = []
             except DecodeFailures as error:
                 failures = error.failures
@@ -80,7 +96,22 @@ def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckRepo
         name: np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(plan.class_names)).tolist()
         for name, split in plan.splits.items()
     }
-    return CheckReport(plan.name, plan.task, plan.class_names, counts, problems), images
+    return CheckReport(plan.name, plan.task, plan.class_names, counts, problems, warnings), images
+
+
+def odd_shapes(name: str, split: SplitPlan, sizes: np.ndarray) -> list[str]:
+    """One warning per kind of degenerate image in the split (``sizes``: ``[N, 2]`` width, height)."""
+    short, long = sizes.min(axis=1), sizes.max(axis=1)
+    kinds = (
+        (short < MIN_SIDE_PX, f"a side below {MIN_SIDE_PX} px (almost nothing to resize)"),
+        (long > MAX_ASPECT_RATIO * short, f"an aspect ratio above {MAX_ASPECT_RATIO:g}:1 (the centre crop drops most)"),
+    )
+    found = []
+    for flagged, what in kinds:
+        named = [f"{split.ids[i]}{split.suffix} ({sizes[i, 0]}x{sizes[i, 1]})" for i in np.flatnonzero(flagged)]
+        if named:
+            found.append(f"split {name!r}: {len(named)} image(s) in {split.image_dir} with {what}: {some_ids(named)}")
+    return found
 
 
 def _missing_ids(split: SplitPlan) -> list[str]:

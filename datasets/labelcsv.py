@@ -13,18 +13,23 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Row:
-    """One data row: its line number in the file, its id (first wanted column) and its fields."""
+    """One data row: its line number in the file, its id (first wanted column) and its fields.
+
+    ``unasked``: the file's columns beyond those the caller asked for, which a ground-truth reader
+    must refuse (they are labels it does not know) while a metadata reader ignores them.
+    """
 
     line: int
     id: str
     fields: dict[str, str]
+    unasked: tuple[str, ...]
 
 
 def read_rows(path: Path, columns: Sequence[str], problems: list[str]) -> list[Row]:
     """Rows of ``path``, which must have at least ``columns``; ``columns[0]`` is the unique id.
 
-    Extra columns are ignored (metadata files carry many); rows with the wrong number of fields,
-    an empty id or a repeated id are reported and skipped. Blank lines are skipped silently.
+    Extra columns are kept in ``Row.unasked`` (metadata files carry many); rows with the wrong number
+    of fields, an empty id or a repeated id are reported and skipped. Blank lines are skipped silently.
     """
     if not path.is_file():
         problems.append(f"{path}: file not found")
@@ -38,6 +43,7 @@ def read_rows(path: Path, columns: Sequence[str], problems: list[str]) -> list[R
             if any(column not in header for column in columns):
                 problems.append(f"{path}: wrong columns: expected {','.join(columns)}, found {','.join(header)}")
                 return []
+            unasked = tuple(name for name in header if name not in columns)
             for values in reader:
                 if not any(value.strip() for value in values):
                     continue
@@ -53,7 +59,7 @@ def read_rows(path: Path, columns: Sequence[str], problems: list[str]) -> list[R
                     problems.append(f"{where}: duplicate id {row_id} (first on line {first_line[row_id]})")
                 else:
                     first_line[row_id] = reader.line_num
-                    rows.append(Row(reader.line_num, row_id, fields))
+                    rows.append(Row(reader.line_num, row_id, fields, unasked))
     except (UnicodeDecodeError, csv.Error) as error:
         problems.append(f"{path}: not a readable CSV ({error})")
     return rows
@@ -65,8 +71,17 @@ def one_hot_labels(
     """``(id, class index)`` from one-hot ``0``/``1`` columns; bad rows are reported and skipped.
 
     With ``implicit_last`` an all-zero row means one extra class after the columns (ISIC 2017's
-    nevus), so only rows with more than one 1 are not one-hot.
+    nevus), so only rows with more than one 1 are not one-hot. A column beyond the id and
+    ``class_columns`` refuses the whole file: it is a class this reader does not know, and ignoring
+    it would quietly give its rows another class (or report each of them as not one-hot).
     """
+    unknown = rows[0].unasked if rows else ()
+    if unknown:
+        problems.append(
+            f"{path}: unknown label column(s) {','.join(unknown)}; "
+            f"expected only the label columns {','.join(class_columns)} besides the id"
+        )
+        return []
     labelled = []
     for row in rows:
         raw = [row.fields[column] for column in class_columns]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from datasets.base import Dataset, DatasetError, ImageSplit
@@ -16,10 +18,13 @@ def check_plan(plan: DatasetPlan, request: DataRequest) -> CheckReport:
 
 
 def load_plan(plan: DatasetPlan, request: DataRequest) -> Dataset:
-    """The dataset, or ``DatasetError`` carrying the same text ``check`` would print."""
+    """The dataset, or ``DatasetError`` carrying the same text ``check`` would print; the report's
+    warnings (a rebuilt cache, degenerate images) become one Python warning line each."""
     report, images = check_and_decode(plan, request)
     if not report.ok:
         raise DatasetError(report.format())
+    for warning in report.warnings:
+        warnings.warn(f"{plan.name}: {warning}", stacklevel=3)
     splits = {
         name: ImageSplit(images[name], np.asarray(split.labels, dtype=np.int64), split.ids)
         for name, split in plan.splits.items()

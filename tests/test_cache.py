@@ -34,8 +34,8 @@ def test_decode_resizes_the_shorter_side_and_crops_the_centre(tmp_path):
     pixels[:, 40:] = (0, 0, 255)
     path = tmp_path / "wide.png"
     Image.fromarray(pixels).save(path)
-    array = decode(path, 16)
-    assert array.shape == (3, 16, 16) and array.dtype == np.uint8
+    array, source_size = decode(path, 16)
+    assert array.shape == (3, 16, 16) and array.dtype == np.uint8 and source_size == (60, 30)
     # 60x30 -> 32x16, crop columns 8..24: red only in the first few columns, blue only in the last few.
     assert array[0, :, 0].min() > 200 and array[2, :, -1].min() > 200 and array[1, :, 8].min() > 200
 
@@ -102,12 +102,15 @@ def test_corrupt_cache_file_is_rebuilt(images, tmp_path):
     path = cache_path("demo", "train", images, 32, tmp_path / "cache")
     expected = np.array(cached_images("demo", "train", images, 32, tmp_path / "cache"))
     path.write_bytes(path.read_bytes()[:200])
-    assert np.array_equal(cached_images("demo", "train", images, 32, tmp_path / "cache"), expected)
+    with pytest.warns(UserWarning, match=f"decoded cache {path} failed its integrity check"):
+        assert np.array_equal(cached_images("demo", "train", images, 32, tmp_path / "cache"), expected)
 
 
 def test_process_pool_decodes_the_same_bytes(tmp_path):
     paths = [write_image(tmp_path / f"{n}.jpg", n, (24, 20)) for n in range(POOL_THRESHOLD)]
     serial, pooled = (np.zeros((len(paths), 3, 16, 16), dtype=np.uint8) for _ in range(2))
+    sizes = np.zeros((len(paths), 2), dtype=np.int64)
     assert decode_all(paths, 16, serial, workers=1) == []
-    assert decode_all(paths, 16, pooled, workers=2) == []
+    assert decode_all(paths, 16, pooled, sizes=sizes, workers=2) == []
     assert np.array_equal(serial, pooled) and serial.std() > 0
+    assert (sizes == (24, 20)).all()
