@@ -1,19 +1,19 @@
 """The ``bench`` command line: the parser, and the config tree its flags imply; the commands it
-dispatches to live in bench/commands.py."""
+dispatches to live in bench/commands.py.
+
+Nothing heavy is imported before the arguments are parsed: ``--help`` and a mistyped flag answer at
+once, without loading torch, MLflow or scikit-learn (tests/test_cli.py checks the imports)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bench import commands
-from bench.ablation import ABLATIONS
 from bench.errors import EXIT_USAGE, BenchError
-from bench.resolve import PRESETS, apply_sets, resolve_tree, set_path
-from bench.tracking import DEFAULT_EXPERIMENT
-from methods import METHOD_SETS, METHODS
+from bench.preset_files import PRESETS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,9 +23,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             args.overrides = cli_overrides(args)
-        return args.handler(args)
+        if getattr(args, "experiment", "") is None and args.command in ("run", "tune"):
+            from bench.tracking import DEFAULT_EXPERIMENT
+
+            args.experiment = DEFAULT_EXPERIMENT
+        handler = getattr(importlib.import_module("bench.commands"), args.handler)
+        return handler(args)
     except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
+        # A value quoted in the message may hold line breaks or other control characters: escape them.
+        one_line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
+        print(f"bench: error: {one_line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
@@ -45,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment name")
+    parser.add_argument("--experiment", help="MLflow experiment name (default: fgssl-bench)")
 
 
 def _add_run_parser(sub) -> None:
@@ -53,9 +60,9 @@ def _add_run_parser(sub) -> None:
     run.add_argument(
         "--methods",
         nargs="+",
-        help=f"{' '.join(METHOD_SETS['all'])}, the composites {' '.join(n for n in METHODS if '+' in n)}, a "
-        f"named set ({', '.join(METHOD_SETS)}), or the references random_init (untrained; with --weights: the "
-        "ImageNet reference) and supervised (cross-entropy on the train labels for the run's epochs)",
+        help="method names (see docs/methods.md), composites X+fgssl, the named sets all (every single method) and "
+        "paper (the paper's comparison), or the references random_init (untrained; with --weights: the ImageNet "
+        "reference) and supervised (cross-entropy on the train labels for the run's epochs)",
     )
     run.add_argument("--dataset", "--datasets", dest="datasets", nargs="+", help="synthetic (default), isic2017, ...")
     run.add_argument("--batch-sizes", nargs="+", type=int, help="one run per batch size")
@@ -68,7 +75,7 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--epochs", type=int, help="SSL pretraining epochs")
     run.add_argument("--image-size", type=int, help="square input size in pixels")
     run.add_argument("--lr", type=float, help="base learning rate for every method")
-    run.add_argument("--ablation", choices=ABLATIONS, help="run FG-SSL once per variant of a named ablation set")
+    run.add_argument("--ablation", help="run a method once per variant of its named ablation, e.g. hierarchy (FG-SSL)")
     run.add_argument("--ablation-variants", metavar="A,B", help="only these variants of --ablation (default: all)")
     run.add_argument(
         "--jigsaw-grids", help="tiles per side for levels 1-3, finest first (e.g. 8,4,2), for every jigsaw method"
@@ -117,12 +124,12 @@ def _add_run_parser(sub) -> None:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     _add_tracking_args(run)
-    run.set_defaults(handler=commands.run)
+    run.set_defaults(handler="run")
 
 
 def _add_tune_parser(sub) -> None:
     tune = sub.add_parser("tune", help="Optuna search over a method's main hyperparameters")
-    tune.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}")
+    tune.add_argument("--method", required=True, help="a method name, as for bench run --methods")
     tune.add_argument("--dataset", default="synthetic")
     tune.add_argument("--data-root", help="folder with the dataset in its official layout")
     tune.add_argument("--trials", type=int, default=20)
@@ -140,7 +147,7 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     tune.add_argument("--no-progress", action="store_true")
     _add_tracking_args(tune)
-    tune.set_defaults(handler=commands.tune)
+    tune.set_defaults(handler="tune")
 
 
 def _add_report_parser(sub) -> None:
@@ -149,7 +156,7 @@ def _add_report_parser(sub) -> None:
     report.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
     report.add_argument("--out", default="report.pdf", help="PDF path; tables go to <stem>_tables/ beside it")
     report.add_argument("--formats", default="pdf,md,csv,tex", help="comma-separated subset of pdf,md,csv,tex")
-    report.set_defaults(handler=commands.report)
+    report.set_defaults(handler="report")
 
 
 def _add_data_parser(sub) -> None:
@@ -165,12 +172,12 @@ def _add_data_parser(sub) -> None:
         parser.add_argument("--task", help="dataset task (default: the dataset's first)")
         parser.add_argument("--size", type=int, default=64, help="decoded image size in pixels (default 64)")
         parser.add_argument("--cache-dir", help="where decoded images are cached")
-        parser.set_defaults(handler=commands.data_check if action == "check" else commands.data_prepare)
+        parser.set_defaults(handler="data_check" if action == "check" else "data_prepare")
     download = actions.add_parser("download", help="fetch the official archives (resumable, verified)")
     download.add_argument("name", help="isic2017 or isic2018 (aptos2019 explains the Kaggle step)")
     download.add_argument("--root", required=True, help="folder to unpack the official layout into")
     download.add_argument("--base-url", help="mirror of the official archive host")
-    download.set_defaults(handler=commands.data_download)
+    download.set_defaults(handler="data_download")
 
 
 def _add_ui_parser(sub) -> None:
@@ -178,11 +185,13 @@ def _add_ui_parser(sub) -> None:
     ui.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
     ui.add_argument("--port", type=int, default=5000)
     ui.add_argument("--host", default="127.0.0.1")
-    ui.set_defaults(handler=commands.ui)
+    ui.set_defaults(handler="ui")
 
 
 def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The config tree implied by CLI flags (only the flags the user gave)."""
+    from bench.resolve import apply_sets, set_path
+
     tree: dict[str, Any] = {}
     flags = {
         "methods": ("methods",),
@@ -218,6 +227,8 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_tree(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep ``bench run`` was asked for: preset < ``--config`` file < its flags."""
+    from bench.resolve import resolve_tree
+
     return resolve_tree(args.preset, args.config, cli_overrides(args))
 
 

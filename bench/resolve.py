@@ -9,6 +9,7 @@ here knows a method by name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,15 +18,14 @@ from typing import Any
 import yaml
 
 from bench.errors import BenchError
+from bench.preset_files import PRESET_DIR, PRESETS
 from bench.references import REFERENCES
 from bench.schema import FINETUNE_MODES, SECTIONS, EvalConfig, ModelConfig, RunConfig
 from bench.validation import validate
 from bench.weights import file_sha256
 from datasets import DatasetError, get_dataset_spec
-from methods import get_method
+from methods import METHODS, get_method
 
-PRESET_DIR = Path(__file__).with_name("presets")
-PRESETS: tuple[str, ...] = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
 SWEEP_KEYS = ("methods", "datasets", "batch_sizes", "seeds")
 # ``jigsaw_grids``: the grids of every jigsaw method in the sweep (``--jigsaw-grids``; it wins over
 # the methods' own options).
@@ -66,8 +66,10 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def set_path(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
-    for key in path[:-1]:
+    for depth, key in enumerate(path[:-1]):
         tree = tree.setdefault(key, {})
+        if not isinstance(tree, dict):
+            raise BenchError(f"{'.'.join(path[: depth + 1])} is set to a value, so {'.'.join(path)} cannot be set")
     tree[path[-1]] = value
 
 
@@ -118,6 +120,8 @@ def build_run_config(
     if unknown:
         valid = ", ".join([*SECTIONS, *SWEEP_KEYS, *OTHER_KEYS])
         raise BenchError(f"unknown config section(s) {', '.join(unknown)}; valid: {valid}")
+    for section in ("method_options", "method_optim"):
+        _check_method_names(_mapping(tree.get(section), section), section)
     point = {"data": {"name": dataset}, "train": {"batch_size": batch_size, "seed": seed}}
     tree = deep_merge(tree, deep_merge(point, {"optim": _per_method(tree, "method_optim", method, first_part=True)}))
     sections = {name: _build_section(name, cls, tree.get(name) or {}) for name, cls in SECTIONS.items()}
@@ -146,6 +150,18 @@ def _per_method(tree: dict[str, Any], section: str, method: str, first_part: boo
         return deep_merge(_mapping(entries.get(parts[0]), f"{section}.{parts[0]}"), own)
     inherited = {part: _mapping(entries.get(part), f"{section}.{part}") for part in parts if part in entries}
     return deep_merge(inherited, own)
+
+
+def _check_method_names(entries: dict[str, Any], section: str) -> None:
+    """A misspelt method under ``method_options`` or ``method_optim`` would otherwise be ignored silently."""
+    for name in entries:
+        if name in REFERENCES:
+            continue
+        try:
+            get_method(str(name))
+        except ValueError:
+            valid = ", ".join(METHODS)
+            raise BenchError(f"unknown method {name!r} under {section}; valid: {valid}") from None
 
 
 def _method_class(method: str) -> Any:
@@ -254,7 +270,10 @@ def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
 
 
 def coerce(key: str, value: Any, hint: Any) -> Any:
-    """Bring a YAML or CLI value to the field's type (YAML reads ``1e-3`` as a string), or say what is wrong."""
+    """Bring a YAML or CLI value to the field's type (YAML reads ``1e-3`` as a string), or say what is wrong.
+
+    Numbers must be finite (no NaN, no infinity, nothing that overflows a float), integers whole (``32.9``
+    is refused, not truncated), and a boolean is neither a number nor text."""
     if value is None:
         if type(None) in typing.get_args(hint):
             return None
@@ -263,24 +282,35 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
     base = next(t for t in typing.get_args(hint) if t is not type(None)) if is_union else hint
     origin = typing.get_origin(base)
     if origin is tuple:
+        if isinstance(value, dict):
+            raise BenchError(f"{key} expects a list, got {value!r}")
         if not isinstance(value, (list, tuple)):
             value = [value]
         item = typing.get_args(base)[0]
         return tuple(coerce(key, v, item) for v in value)
+    name = getattr(base, "__name__", str(base))
     try:
         if base is bool:
             if isinstance(value, bool):
                 return value
             raise ValueError
-        if base is int:
+        if base in (int, float):
+            if isinstance(value, (bool, list, tuple, dict)):
+                raise ValueError
             number = float(value)
+            if not math.isfinite(number):
+                raise BenchError(f"{key} must be a finite number, got {value!r}")
+            if base is float:
+                return number
+            if isinstance(value, int):
+                return value
             if number != int(number):
                 raise ValueError
             return int(number)
-        if base is float:
-            return float(value)
         if base is str:
+            if isinstance(value, (bool, list, tuple, dict)):
+                raise ValueError
             return str(value)
-    except (TypeError, ValueError):
-        raise BenchError(f"{key} expects {getattr(base, '__name__', base)}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BenchError(f"{key} expects {name}, got {value!r}") from None
     return value

@@ -12,8 +12,9 @@ from typing import Any
 
 from bench.ablation import ablation_method, ablation_variants
 from bench.errors import BenchError
+from bench.names import match_name
 from bench.references import REFERENCES
-from bench.resolve import build_run_config, deep_merge
+from bench.resolve import build_run_config, coerce, deep_merge
 from bench.run import check_fits_data
 from bench.schema import RunConfig
 from datasets import DATASETS
@@ -23,18 +24,23 @@ from methods import METHOD_SETS, METHODS, get_method
 def expand_methods(names: list[str]) -> list[str]:
     """Named sets (``all``: every single SSL method, ``paper``: the paper's comparison) expanded; the
     references (``random_init``, ``supervised``) are asked for by name."""
+    valid = [*METHOD_SETS, *METHODS, *REFERENCES]
     expanded: list[str] = []
-    for name in names:
+    for given in names:
+        name = given if "+" in given and _composable(given) else match_name(given, valid, "method")
         for item in METHOD_SETS.get(name, [name]):
-            if item not in REFERENCES:
-                try:
-                    get_method(item)
-                except ValueError:
-                    valid = ", ".join([*METHOD_SETS, *METHODS, *REFERENCES])
-                    raise BenchError(f"unknown method {item!r}; valid names: {valid}") from None
             if item not in expanded:
                 expanded.append(item)
     return expanded
+
+
+def _composable(name: str) -> bool:
+    """A composite the registry builds on demand (``X+fgssl`` for any one-step X)."""
+    try:
+        get_method(name)
+    except ValueError:
+        return False
+    return True
 
 
 def expand(tree: dict[str, Any]) -> list[RunConfig]:
@@ -55,14 +61,14 @@ def expand(tree: dict[str, Any]) -> list[RunConfig]:
 
 
 def _expand_sweep(tree: dict[str, Any]) -> list[RunConfig]:
-    methods = expand_methods(list(_axis(tree, "methods", ["all"])))
-    datasets = list(_axis(tree, "datasets", [(tree.get("data") or {}).get("name", "synthetic")]))
-    for name in datasets:
-        if name not in DATASETS:
-            raise BenchError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
-    train = tree.get("train") or {}
-    batch_sizes = [int(b) for b in _axis(tree, "batch_sizes", [train.get("batch_size", 64)])]
-    seeds = [int(s) for s in _axis(tree, "seeds", [train.get("seed", 0)])]
+    """The sweep's cross product; a point given twice (``--seeds 0 0``) runs once."""
+    methods = expand_methods(_names(tree, "methods", ["all"]))
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    datasets = _names(tree, "datasets", [data.get("name", "synthetic")])
+    datasets = [match_name(name, DATASETS, "dataset") for name in datasets]
+    train = tree.get("train") if isinstance(tree.get("train"), dict) else {}
+    batch_sizes = [coerce("batch_sizes", b, int) for b in _axis(tree, "batch_sizes", [train.get("batch_size", 64)])]
+    seeds = [coerce("seeds", s, int) for s in _axis(tree, "seeds", [train.get("seed", 0)])]
     if tree.get("ablation_variants") and not tree.get("ablation"):
         raise BenchError("ablation_variants (--ablation-variants) needs an ablation (--ablation NAME)")
     if tree.get("ablation"):
@@ -72,18 +78,22 @@ def _expand_sweep(tree: dict[str, Any]) -> list[RunConfig]:
             build_run_config(tree, method, dataset, batch_size, seed)
             for dataset, batch_size, seed, method in itertools.product(datasets, batch_sizes, seeds, methods)
         ]
-    for config in configs:
+    unique = list({config.config_hash(): config for config in configs}.values())
+    for config in unique:
         check_fits_data(config)
-    return configs
+    return unique
 
 
 def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: list[int], seeds: list[int]):
     """The ablation's method once per variant; variants that resolve to the same config run once."""
-    image_size = int((tree.get("data") or {}).get("image_size", 64))
+    if not isinstance(tree["ablation"], str):
+        raise BenchError(f"ablation must be a name, got {tree['ablation']!r}")
+    data = tree.get("data") if isinstance(tree.get("data"), dict) else {}
+    image_size = coerce("data.image_size", data.get("image_size", 64), int)
     configs: dict[str, RunConfig] = {}
     method = ablation_method(tree["ablation"]).name
     variants = ablation_variants(tree["ablation"], image_size)
-    chosen = list(tree.get("ablation_variants") or variants)
+    chosen = _names(tree, "ablation_variants", list(variants)) if tree.get("ablation_variants") else list(variants)
     unknown = [name for name in chosen if name not in variants]
     if unknown:
         raise BenchError(
@@ -96,6 +106,14 @@ def _ablation_configs(tree: dict[str, Any], datasets: list[str], batch_sizes: li
             config = build_run_config(variant_tree, method, dataset, batch_size, seed, ablation=variant)
             configs.setdefault(config.config_hash(), config)
     return list(configs.values())
+
+
+def _names(tree: dict[str, Any], key: str, default: list) -> list[str]:
+    values = _axis(tree, key, default)
+    bad = [v for v in values if not isinstance(v, str)]
+    if bad:
+        raise BenchError(f"sweep axis {key!r} takes names, got {bad[0]!r}")
+    return values
 
 
 def _axis(tree: dict[str, Any], key: str, default: list) -> list:

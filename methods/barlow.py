@@ -9,7 +9,7 @@ import torch
 from methods.backbones import Backbone
 from methods.base import SymmetricMethod
 from methods.byol import VIEWS
-from methods.heads import mlp
+from methods.heads import check_widths, mlp
 from methods.losses import BARLOW_VARIANTS, barlow_twins
 
 
@@ -20,6 +20,11 @@ class BarlowConfig:
     bt_variant: str = "standard"
 
     def __post_init__(self) -> None:
+        if self.lambd < 0:
+            raise ValueError(f"barlow lambd must be >= 0, got {self.lambd}")
+        if not self.proj_dims:
+            raise ValueError("barlow proj_dims must list at least one layer width")
+        check_widths("barlow", **{f"proj_dims[{i}]": width for i, width in enumerate(self.proj_dims)})
         if self.bt_variant not in BARLOW_VARIANTS:
             raise ValueError(f"unknown bt_variant {self.bt_variant!r}; valid: {', '.join(BARLOW_VARIANTS)}")
 

@@ -12,7 +12,7 @@ import torch
 from methods import distributed
 from methods.backbones import Backbone
 from methods.base import ParamGroup, SSLBatch, SSLMethod, StepLoss, ViewRecipe
-from methods.heads import mlp
+from methods.heads import check_widths, mlp
 from methods.losses import byol
 
 _COMMON = (
@@ -38,6 +38,7 @@ class BYOLConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.tau_base <= 1:
             raise ValueError(f"byol tau_base must be in [0, 1], got {self.tau_base}")
+        check_widths("byol", proj_hidden_dim=self.proj_hidden_dim, proj_dim=self.proj_dim)
 
 
 def ema_tau(tau_base: float, progress: float) -> float:

@@ -16,6 +16,7 @@ import torch
 from methods import distributed
 from methods.backbones import Backbone
 from methods.base import FinetuneDefaults, ParamGroup, SSLBatch, SSLMethod, StepLoss, ViewRecipe
+from methods.heads import check_widths
 from methods.hierarchy import LEVELS, Hierarchy
 from methods.jigsaw import check_grid
 from methods.losses import BARLOW_VARIANTS, barlow_twins
@@ -65,13 +66,19 @@ class FGSSLConfig:
             raise ValueError(f"fgssl levels must be distinct values from {LEVELS}, got {self.levels}")
         if not self.levels and not self.concat:
             raise ValueError("fgssl needs at least one level or the concat step")
-        for name, width in (
-            ("embed_dim", self.embed_dim),
-            ("block_mid_channels", self.block_mid_channels),
-            ("block_out_channels", self.block_out_channels),
+        check_widths(
+            "fgssl",
+            embed_dim=self.embed_dim,
+            block_mid_channels=self.block_mid_channels,
+            block_out_channels=self.block_out_channels,
+        )
+        for name, value in (
+            ("lambd", self.lambd),
+            ("concat_weight", self.concat_weight),
+            ("backbone_lr_scale", self.backbone_lr_scale),
         ):
-            if width < 1:
-                raise ValueError(f"fgssl {name} must be at least 1, got {width}")
+            if value < 0:
+                raise ValueError(f"fgssl {name} must be >= 0, got {value}")
         for name, value, valid in (
             ("bt_variant", self.bt_variant, BARLOW_VARIANTS),
             ("schedule", self.schedule, SCHEDULES),

@@ -7,6 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+MAX_WIDTH = 65_536  # far beyond any head here; a larger width is a typo that would exhaust memory
+
+
+def check_widths(method: str, **widths: int) -> None:
+    """Layer widths of a method's heads must be in [1, MAX_WIDTH]; raises ValueError naming the option."""
+    for name, width in widths.items():
+        if not 1 <= width <= MAX_WIDTH:
+            raise ValueError(f"{method} {name} must be in [1, {MAX_WIDTH}], got {width}")
+
 
 def mlp(in_dim: int, dims: Sequence[int], last_batchnorm: bool = False) -> nn.Sequential:
     """Linear-BN-ReLU layers ending in a plain Linear (optionally BN without affine, as in BYOL/BT variants)."""

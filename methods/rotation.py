@@ -14,7 +14,7 @@ from torch import nn
 from methods import distributed
 from methods.backbones import Backbone
 from methods.base import SSLBatch, SSLMethod, StepLoss, ViewRecipe
-from methods.heads import mlp
+from methods.heads import check_widths, mlp
 
 ROTATIONS = 4
 # No "geometry" op: an arbitrary rotation or a vertical flip would make the rotation label a lie, so
@@ -73,8 +73,8 @@ class RotationConfig:
     head_hidden_dim: int = 0
 
     def __post_init__(self) -> None:
-        if self.head_hidden_dim < 0:
-            raise ValueError(f"rotation head_hidden_dim must be >= 0 (0: linear head), got {self.head_hidden_dim}")
+        if self.head_hidden_dim != 0:
+            check_widths("rotation", head_hidden_dim=self.head_hidden_dim)
 
 
 class Rotation(SSLMethod):

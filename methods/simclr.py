@@ -8,7 +8,7 @@ import torch
 
 from methods.backbones import Backbone
 from methods.base import SymmetricMethod, ViewRecipe
-from methods.heads import mlp
+from methods.heads import check_widths, mlp
 from methods.losses import nt_xent
 
 _VIEW = (
@@ -31,6 +31,7 @@ class SimCLRConfig:
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise ValueError(f"simclr temperature must be > 0, got {self.temperature}")
+        check_widths("simclr", proj_hidden_dim=self.proj_hidden_dim, proj_dim=self.proj_dim)
 
 
 class SimCLR(SymmetricMethod):

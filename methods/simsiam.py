@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from methods import distributed
 from methods.backbones import Backbone
 from methods.base import SSLBatch, SSLMethod, StepLoss
-from methods.heads import mlp
+from methods.heads import check_widths, mlp
 from methods.losses import simsiam
 from methods.simclr import VIEWS
 
@@ -24,9 +24,12 @@ class SimSiamConfig:
     pred_hidden_dim: int = 512
 
     def __post_init__(self) -> None:
-        for name in ("proj_hidden_dim", "proj_dim", "pred_hidden_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"simsiam {name} must be at least 1, got {getattr(self, name)}")
+        check_widths(
+            "simsiam",
+            proj_hidden_dim=self.proj_hidden_dim,
+            proj_dim=self.proj_dim,
+            pred_hidden_dim=self.pred_hidden_dim,
+        )
 
 
 class SimSiam(SSLMethod):

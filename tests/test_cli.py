@@ -91,3 +91,17 @@ def test_run_all_methods_on_the_real_isic2017(tmp_path, shared_data):
     assert len(logged) == 4 and all(r.info.status == "FINISHED" for r in logged)
     assert {r.data.tags["task"] for r in logged} == {"3class"}
     assert {r.data.params["method.grids"] for r in logged if r.data.tags["method"] == "fgssl"} == {"16,8,4"}
+
+
+HEAVY = ("torch", "mlflow", "sklearn", "pandas", "matplotlib")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["run", "--no-such-flag"], ["report", "--help"]])
+def test_help_and_argument_errors_import_nothing_heavy(argv):
+    """``bench --help`` and a mistyped flag answer before torch, MLflow or scikit-learn load."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "bench", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode in (0, 2), done.stderr
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert not imported & set(HEAVY), sorted(imported & set(HEAVY))

@@ -177,3 +177,9 @@ def test_a_run_trains_on_the_views_its_config_asks_for():
     trainer = build_ssl_trainer(run, load_for_config(run.data), Backbone("resnet18"), torch.device("cpu"), False, None)
     for view in trainer.views:
         assert any(isinstance(op, RandomRotation) for op in view.ops) and view.ops[0].scale == (0.5, 1.0)
+
+
+def test_method_and_dataset_names_are_matched_without_regard_to_case():
+    runs = expand({**load_preset("smoke"), "methods": ["FGSSL", "SimCLR+FGSSL"], "datasets": ["Synthetic"]})
+    assert sorted(r.method for r in runs) == ["fgssl", "simclr+fgssl"]
+    assert {r.data.name for r in runs} == {"synthetic"}

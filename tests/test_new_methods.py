@@ -99,7 +99,7 @@ def test_simsiam_heads_and_options():
     assert isinstance(method.projector[-1], torch.nn.BatchNorm1d) and not method.projector[-1].affine
     assert sum(isinstance(m, torch.nn.Linear) for m in method.projector) == 3
     assert [m.out_features for m in method.predictor if isinstance(m, torch.nn.Linear)] == [8, 16]
-    with pytest.raises(ValueError, match="pred_hidden_dim must be at least 1"):
+    with pytest.raises(ValueError, match="pred_hidden_dim must be in \\[1, 65536\\]"):
         build_method("simsiam", Backbone(), {"pred_hidden_dim": 0})
 
 
