@@ -1,7 +1,7 @@
 """Every method actually learns on the synthetic data: its loss falls and kNN beats chance.
 
 A budget a test can afford (8 epochs of 512 images at 64 px); the stronger claim, every method
-beating a randomly initialised backbone, is measured at the ``cpu`` preset (README, Results).
+beating a randomly initialised backbone, is measured at the ``cpu`` preset (docs/results.md).
 """
 
 import pytest
