@@ -18,6 +18,8 @@ def data_request(config: DataConfig) -> DataRequest:
         split_seed=config.split_seed,
         cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
         synthetic_sizes=tuple(config.synthetic_sizes),
+        train_limit=config.train_limit,
+        eval_limit=config.eval_limit,
     )
 
 

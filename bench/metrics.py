@@ -58,3 +58,17 @@ def _quiet(fn, *args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return fn(*args)
+
+
+def trivial_baselines(y_true: np.ndarray, num_classes: int, split: str) -> dict[str, float]:
+    """What a classifier that learned nothing scores on ``split``: always predicting the most frequent
+    class (``baseline.majority.*``) and guessing uniformly at random (``baseline.chance.*``, the expected
+    score). A method's accuracy means something only above both; balanced accuracy, 1/K for either."""
+    counts = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=num_classes)
+    chance = 1.0 / num_classes
+    return {
+        f"baseline.majority.{split}.accuracy": float(counts.max() / counts.sum()),
+        f"baseline.majority.{split}.balanced_accuracy": chance,
+        f"baseline.chance.{split}.accuracy": chance,
+        f"baseline.chance.{split}.balanced_accuracy": chance,
+    }

@@ -28,6 +28,13 @@ class DataConfig:
     synthetic_sizes: tuple[int, int, int] = (1024, 256, 256)
     root: str | None = None
     cache_dir: str | None = None
+    # A seeded stratified subset for quick runs (the smoke preset): at most this many training images,
+    # and validation and test images each. None: the whole split (and no change to the run's identity).
+    train_limit: int | None = None
+    eval_limit: int | None = None
+
+
+_OPTIONAL_DATA = ("train_limit", "eval_limit")  # left out of the identity (and the params) while None
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     # torch.compile the modules the method calls (bench/trainer.py). Off by default: on the 2-core CPU
-    # machines it costs minutes of compilation and did not make steps faster (README, Performance).
+    # machines it costs minutes of compilation and did not make steps faster (docs/performance.md).
     compile: bool = False
     # A run fails as collapsed when the spread of its embeddings (bench/collapse.py: 0 = identical,
     # about 1 = evenly spread) falls below this at the end of an epoch; 0 disables the check.
@@ -134,6 +141,9 @@ class RunConfig:
         content["data"].pop("root")
         content["data"].pop("cache_dir")
         content["model"].pop("weights")  # the file's sha256 identifies the weights, not its path
+        for key in _OPTIONAL_DATA:
+            if content["data"][key] is None:
+                content["data"].pop(key)
         if self.views == ViewsConfig():
             content.pop("views")  # the published recipes, as every run before this section existed
         if "finetune" not in self.eval.protocols:
@@ -145,13 +155,25 @@ class RunConfig:
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:
-        """``section.key`` -> value strings, for MLflow params (same names for every method)."""
+        """``section.key`` -> value strings, for MLflow params: only values that affect the run, so the
+        MLflow UI's compare view shows no fine-tune settings of runs that did not fine-tune, nor the
+        synthetic split sizes of runs on real data."""
         flat: dict[str, str] = {"method": self.method, "device": self.device}
         for section in SECTIONS:
             for key, value in dataclasses.asdict(getattr(self, section)).items():
-                flat[f"{section}.{key}"] = _param_text(value)
+                if self._affects(section, key, value):
+                    flat[f"{section}.{key}"] = _param_text(value)
         flat.update(_flatten("method", self.method_options))
         return flat
+
+    def _affects(self, section: str, key: str, value: Any) -> bool:
+        if section == "eval" and key.startswith("finetune_"):
+            return "finetune" in self.eval.protocols
+        if section == "data" and key == "synthetic_sizes":
+            return self.data.name == "synthetic"
+        if section == "data" and key in _OPTIONAL_DATA:
+            return value is not None
+        return True
 
 
 SECTIONS: dict[str, type] = {

@@ -12,6 +12,7 @@ import torch
 from bench.checkpoint import save_atomic
 from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
 from bench.finetune import EpochReport, finetune
+from bench.metrics import trivial_baselines
 from bench.references import Prepared
 from bench.schema import RunConfig
 from bench.tracking import Tracker
@@ -35,6 +36,8 @@ def evaluate_and_log(
     progress lines."""
     features = None
     metrics: dict[str, float] = {}
+    for split in ("val", "test"):  # what scores are worth: they mean something only above these
+        metrics.update(trivial_baselines(getattr(dataset, split).labels, dataset.num_classes, split))
     if {"knn", "linear"} & set(config.eval.protocols):
         features = extract_features(
             prepared.embed, dataset, build_eval_transform(dataset.image_size), device, config.eval.batch_size

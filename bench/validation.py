@@ -46,6 +46,7 @@ def validate(config: RunConfig) -> None:
         ),
         (0 <= config.data.split_seed < 2**32, f"data.split_seed must be in [0, 2**32), got {config.data.split_seed}"),
         *_synthetic_checks(config.data.synthetic_sizes),
+        *_limit_checks(config.data.train_limit, config.data.eval_limit),
         (
             config.model.backbone in BACKBONES,
             f"unknown backbone {config.model.backbone!r}; valid: {', '.join(BACKBONES)}",
@@ -80,6 +81,19 @@ def _synthetic_checks(sizes: tuple[int, ...]) -> list[tuple[bool, str]]:
             ok,
             f"data.synthetic_sizes must be three split sizes (train, val, test) in [1, {MAX_COUNT}], got {list(sizes)}",
         )
+    ]
+
+
+def _limit_checks(train_limit: int | None, eval_limit: int | None) -> list[tuple[bool, str]]:
+    return [
+        (
+            train_limit is None or 2 <= train_limit <= MAX_COUNT,
+            f"data.train_limit must be in [2, {MAX_COUNT}] (or null: the whole split), got {train_limit}",
+        ),
+        (
+            eval_limit is None or 1 <= eval_limit <= MAX_COUNT,
+            f"data.eval_limit must be in [1, {MAX_COUNT}] (or null: the whole split), got {eval_limit}",
+        ),
     ]
 
 

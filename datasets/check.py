@@ -5,6 +5,10 @@ and a split with a valid cache is known to decode without reading its images aga
 
 Warnings (a rebuilt cache, degenerate images) are reported but do not fail the check: the data can
 still be used, but the user should know.
+
+With a subset requested (``DataRequest.train_limit``/``eval_limit``) the cheap checks (labels, leaks,
+missing files) still cover every split in full, so a quick run does not hide a broken dataset, but only
+the chosen images are decoded (and cached on their own): that is what makes a quick run quick.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import numpy as np
 
 from datasets.cache import DecodeFailures, cached_split
 from datasets.decode import decode_all
-from datasets.plan import DatasetPlan, SplitPlan
+from datasets.layout import incomplete_layout
+from datasets.plan import DatasetPlan, SplitPlan, limit_plan
+from datasets.registry import get_dataset_spec
 from datasets.request import DataRequest
 
 # How many ids a message lists before summarising the rest.
@@ -29,7 +35,11 @@ MAX_ASPECT_RATIO = 4.0
 
 @dataclass
 class CheckReport:
-    """Split sizes and class counts of what was read, and every problem found."""
+    """Split sizes and class counts of what was read, and every problem found.
+
+    ``subset``: how the splits were cut for a quick run, shown beside the dataset's name; ``remedy``: what
+    to do about files missing from the layout, shown after the problems.
+    """
 
     dataset: str
     task: str
@@ -37,6 +47,8 @@ class CheckReport:
     class_counts: dict[str, list[int]]
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    subset: str | None = None
+    remedy: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -51,7 +63,7 @@ class CheckReport:
         header = ["split", "total", *self.class_names]
         table = [header] + [[split, str(sum(counts)), *map(str, counts)] for split, counts in self.class_counts.items()]
         widths = [max(len(row[col]) for row in table) for col in range(len(header))]
-        lines = [f"{self.dataset} (task {self.task})"]
+        lines = [f"{self.dataset} (task {self.task}{'; ' + self.subset if self.subset else ''})"]
         for row in table:
             cells = [cell.rjust(width) for cell, width in zip(row, widths, strict=True)]
             cells[0] = row[0].ljust(widths[0])
@@ -61,14 +73,18 @@ class CheckReport:
         else:
             lines.append(f"{len(self.problems)} problem(s):")
             lines.extend(f"- {problem}" for problem in self.problems)
+            if self.remedy:
+                lines.append(f"to fix: {self.remedy}")
         if self.warnings:
             lines.append(f"{len(self.warnings)} warning(s):")
             lines.extend(f"- {warning}" for warning in self.warnings)
         return "\n".join(lines)
 
 
-def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckReport, dict[str, np.ndarray]]:
-    """Check ``plan``'s files and images; returns the report and the decoded images of sound splits."""
+def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckReport, DatasetPlan, dict[str, np.ndarray]]:
+    """Check ``plan``'s files and images; returns the report, the plan of the images used (the
+    request's subset, see the module docstring) and the decoded images of its sound splits."""
+    chosen = limit_plan(plan, request)
     problems = list(plan.problems) + _shared_ids(plan)
     warnings: list[str] = []
     images = {}
@@ -76,27 +92,39 @@ def check_and_decode(plan: DatasetPlan, request: DataRequest) -> tuple[CheckRepo
         if not split.ids:
             problems.append(f"split {name!r} is empty (no labelled rows from {split.source})")
             continue
+        used = chosen.splits[name]
         missing = _missing_ids(split)
         if missing:
             problems.append(_missing_message(name, split, missing))
-            present = [path for path in split.paths if path.is_file()]
+            present = [path for path in used.paths if path.is_file()]
             failures = decode_all(present, request.image_size, desc=f"checking {plan.name} {name}") if present else []
         else:
             try:
-                cached = cached_split(plan.name, name, split.paths, request.image_size, request.cache_dir)
+                cached = cached_split(plan.name, name, used.paths, request.image_size, request.cache_dir)
                 images[name] = cached.images
                 if cached.rebuilt:
                     warnings.append(cached.rebuilt)
-                warnings.extend(odd_shapes(name, split, cached.sizes))
+                warnings.extend(odd_shapes(name, used, cached.sizes))
                 failures = []
             except DecodeFailures as error:
                 failures = error.failures
         problems.extend(f"unreadable or truncated image {failure}" for failure in failures)
     counts = {
         name: np.bincount(np.asarray(split.labels, dtype=np.int64), minlength=len(plan.class_names)).tolist()
-        for name, split in plan.splits.items()
+        for name, split in chosen.splits.items()
     }
-    return CheckReport(plan.name, plan.task, plan.class_names, counts, problems, warnings), images
+    report = CheckReport(plan.name, plan.task, plan.class_names, counts, problems, warnings)
+    if "subset" in chosen.split_record:
+        report.subset = describe_subset(chosen.split_record["subset"])
+    if problems and request.root is not None:
+        report.remedy = incomplete_layout(get_dataset_spec(plan.name), request.root)
+    return report, chosen, images
+
+
+def describe_subset(record: dict) -> str:
+    """``seeded stratified subset (seed 0): train 256 of 2000, ...`` from ``split_record["subset"]``."""
+    sizes = ", ".join(f"{split} {size['used']} of {size['of']}" for split, size in record["sizes"].items())
+    return f"{record['method']} (seed {record['seed']}): {sizes}"
 
 
 def odd_shapes(name: str, split: SplitPlan, sizes: np.ndarray) -> list[str]:

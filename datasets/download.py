@@ -5,15 +5,23 @@ Downloads stream into ``root/.downloads/<file>.part`` so an interrupted transfer
 into a scratch folder and renamed into place, so the official layout never holds a half-extracted
 folder. A ``<file>.done`` marker makes re-running skip finished files. APTOS 2019 lives behind a
 Kaggle login, so it is explained rather than downloaded.
+
+Offline, a failed connection (DNS, refused, unreachable, timeout) or an HTTP error status is one line:
+what failed and what to do instead (the files by hand into ``root/.downloads/``, which a rerun uses as
+they are, or a mirror). A failed call removes the folders it created and empty part files, keeping
+only what holds received data, which the next run resumes.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import re
 import shutil
+import socket
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +30,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from datasets.base import DatasetError
+from datasets.registry import unknown_name
 
 OFFICIAL_BASE_URL = "https://isic-challenge-data.s3.amazonaws.com"
 CHUNK_BYTES = 1 << 20
@@ -91,6 +100,10 @@ MANIFESTS: dict[str, Manifest] = {
 }
 
 
+class NoAnswer(DatasetError):
+    """The server could not be reached or answered with an error status: nothing was received."""
+
+
 @dataclass
 class DownloadSummary:
     """What one call did per file, so the CLI can tell the user and tests can assert it."""
@@ -125,7 +138,7 @@ def download_dataset(
         raise DatasetError(APTOS_HELP)
     if manifest is None:
         if name not in MANIFESTS:
-            raise DatasetError(f"unknown dataset {name!r}; valid names: {', '.join([*MANIFESTS, 'aptos2019'])}")
+            raise DatasetError(unknown_name(name, [*MANIFESTS, "aptos2019"]))
         manifest = MANIFESTS[name]
     root = Path(root)
     downloads = root / ".downloads"
@@ -135,13 +148,29 @@ def download_dataset(
             raise DatasetError(
                 f"{root / file.target} exists but was not made by this download; move it away and run again"
             )
+    created = [folder for folder in (downloads, *downloads.parents) if not folder.exists()]
     downloads.mkdir(parents=True, exist_ok=True)
     summary = DownloadSummary(name, root, skipped=[f.name for f in manifest.files if f not in pending])
-    base = (base_url or OFFICIAL_BASE_URL).rstrip("/")
-    for file in pending:
+    try:
+        _download(manifest, pending, root, (base_url or OFFICIAL_BASE_URL).rstrip("/"), progress, summary)
+    except BaseException:
+        _tidy(downloads, manifest, created)
+        raise
+    return summary
+
+
+def _download(
+    manifest: Manifest, pending: list[RemoteFile], root: Path, base: str, progress: bool, summary: DownloadSummary
+) -> None:
+    """Fetch, verify and unpack each pending file in turn, recording each in ``summary``."""
+    downloads = root / ".downloads"
+    for position, file in enumerate(pending):
         fetched = downloads / file.name
         url = f"{base}/{manifest.folder}/{file.name}"
-        status = "resumed" if fetched.exists() else _fetch(url, fetched, progress)
+        try:
+            status = "resumed" if fetched.exists() else _fetch(url, fetched, progress)
+        except NoAnswer as failed:
+            raise DatasetError(f"{failed}; {_by_hand(manifest, pending[position:], downloads)}") from None
         size = fetched.stat().st_size
         if file.is_archive:
             images = _verify_archive(fetched, file)
@@ -155,7 +184,29 @@ def download_dataset(
             shutil.rmtree(unpacked.parent)
             fetched.unlink()
         (summary.resumed if status == "resumed" else summary.downloaded).append(file.name)
-    return summary
+
+
+def _by_hand(manifest: Manifest, remaining: list[RemoteFile], downloads: Path) -> str:
+    """The remedy when the host cannot be used: fetch the files elsewhere, or use a mirror."""
+    names = ", ".join(file.name for file in remaining)
+    return (
+        f"to install without this connection, download {names} from {OFFICIAL_BASE_URL}/{manifest.folder}/ "
+        f"by hand into {downloads}/ and run again (files found there are verified and unpacked), "
+        f"or pass --base-url with a mirror of {OFFICIAL_BASE_URL}"
+    )
+
+
+def _tidy(downloads: Path, manifest: Manifest, created: list[Path]) -> None:
+    """After a failure: drop part files that received nothing and the folders this call created, if empty."""
+    for file in manifest.files:
+        part = downloads / f"{file.name}.part"
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()
+    for folder in created:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # holds data worth keeping (and so do its parents)
 
 
 def _is_complete(file: RemoteFile, root: Path) -> bool:
@@ -172,9 +223,9 @@ def _fetch(url: str, dest: Path, progress: bool) -> str:
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:
             return _finish_after_416(url, part, dest, offset, err.headers.get("Content-Range", ""), progress)
-        raise DatasetError(f"cannot download {url}: HTTP {err.code} {err.reason}") from None
+        raise NoAnswer(f"cannot download {url}: the server answered HTTP {err.code} {err.reason}") from None
     except (OSError, http.client.HTTPException) as err:
-        raise DatasetError(f"cannot download {url}: {_reason(err)}") from None
+        raise NoAnswer(f"cannot download {url}: {_connect_failure(err, url)}") from None
     with response:
         if response.status == 206:
             start = re.match(r"bytes (\d+)-", response.headers.get("Content-Range", ""))
@@ -222,6 +273,21 @@ def _finish_after_416(url: str, part: Path, dest: Path, offset: int, content_ran
         return "resumed"
     part.unlink()
     return _fetch(url, dest, progress)
+
+
+def _connect_failure(err: BaseException, url: str) -> str:
+    """Why no connection was made, in words that suggest the cause."""
+    cause = err.reason if isinstance(err, urllib.error.URLError) else err
+    host = urllib.parse.urlsplit(url).netloc
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve the host name {host.split(':')[0]} (DNS lookup failed: offline, or a wrong host)"
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused by {host} (nothing listens there)"
+    if isinstance(cause, TimeoutError):
+        return f"no answer from {host} within {TIMEOUT_SECONDS} s"
+    if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"host {host} is unreachable (no route: offline?)"
+    return _reason(err)
 
 
 def _reason(err: BaseException) -> str:

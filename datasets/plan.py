@@ -6,14 +6,15 @@ shared checker (``datasets.check``) treat all three datasets the same way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets.base import DatasetError
+from datasets.layout import require_layout
 from datasets.registry import get_dataset_spec, resolve_task
 from datasets.request import DataRequest
-from datasets.splits import stratified_split
+from datasets.splits import stratified_split, stratified_subset
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class SplitPlan:
     def paths(self) -> list[Path]:
         return [self.image_dir / f"{image_id}{self.suffix}" for image_id in self.ids]
 
+    def select(self, indices: Sequence[int]) -> SplitPlan:
+        """The rows at ``indices``, same folder and source."""
+        return dataclasses.replace(
+            self, ids=tuple(self.ids[i] for i in indices), labels=tuple(self.labels[i] for i in indices)
+        )
+
 
 @dataclass(frozen=True)
 class DatasetPlan:
@@ -48,11 +55,25 @@ class DatasetPlan:
 
 
 def resolve_request(name: str, request: DataRequest) -> tuple[Path, str]:
-    """The data root and the task (default when unset); raises for a request no data can satisfy."""
-    task = resolve_task(get_dataset_spec(name), request.task)
-    if request.root is None:
-        raise DatasetError(f"dataset {name!r} needs a data root pointing at its official layout")
-    return Path(request.root), task
+    """The data root and the task (default when unset); raises, naming the remedy, for a root that does
+    not hold the dataset (``datasets.layout``)."""
+    spec = get_dataset_spec(name)
+    task = resolve_task(spec, request.task)
+    return require_layout(spec, request.root), task
+
+
+def limit_plan(plan: DatasetPlan, request: DataRequest) -> DatasetPlan:
+    """``plan`` with each split cut to the request's seeded stratified subset (``DataRequest.train_limit``,
+    ``eval_limit``) and the subset added to its split record; unchanged without limits."""
+    if not request.limited:
+        return plan
+    chosen = {
+        name: split.select(stratified_subset(split.labels, request.limit_for(name), request.split_seed))
+        for name, split in plan.splits.items()
+    }
+    sizes = {name: (len(chosen[name].ids), len(split.ids)) for name, split in plan.splits.items()}
+    record = {**plan.split_record, "subset": request.subset_record(sizes)}
+    return dataclasses.replace(plan, splits=chosen, split_record=record)
 
 
 def carve_splits(

@@ -18,16 +18,17 @@ def check_plan(plan: DatasetPlan, request: DataRequest) -> CheckReport:
 
 
 def load_plan(plan: DatasetPlan, request: DataRequest) -> Dataset:
-    """The dataset, or ``DatasetError`` carrying the same text ``check`` would print; the report's
-    warnings (a rebuilt cache, degenerate images) become one Python warning line each."""
-    report, images = check_and_decode(plan, request)
+    """The dataset (cut to the request's subset, recorded in ``split_record["subset"]``), or
+    ``DatasetError`` carrying the same text ``check`` would print; the report's warnings (a rebuilt
+    cache, degenerate images) become one Python warning line each."""
+    report, chosen, images = check_and_decode(plan, request)
     if not report.ok:
         raise DatasetError(report.format())
     for warning in report.warnings:
         warnings.warn(f"{plan.name}: {warning}", stacklevel=3)
     splits = {
         name: ImageSplit(images[name], np.asarray(split.labels, dtype=np.int64), split.ids)
-        for name, split in plan.splits.items()
+        for name, split in chosen.splits.items()
     }
-    record = {**plan.split_record, "ids": {name: list(split.ids) for name, split in plan.splits.items()}}
+    record = {**chosen.split_record, "ids": {name: list(split.ids) for name, split in chosen.splits.items()}}
     return Dataset(plan.name, plan.task, plan.class_names, split_record=record, **splits)

@@ -47,3 +47,33 @@ def stratified_split(
         split_of_group[group] = choice
     split_of_sample = split_of_group[group_of]
     return {name: np.flatnonzero(split_of_sample == index) for index, name in enumerate(fractions)}
+
+
+def stratified_subset(labels: Sequence[int], limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of at most ``limit`` samples keeping the class proportions, for quick runs.
+
+    Every class present keeps at least one sample when ``limit`` allows it (else the largest classes
+    get one each), so a small run still evaluates all classes. Within a class the samples are taken in
+    one seeded order, so the same seed and limit always name the same images; ``limit`` None or at
+    least the number of samples returns them all.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if limit is not None and limit < 1:
+        raise ValueError(f"a subset needs a limit of at least 1 sample, got {limit}")
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels))
+    counts = np.bincount(labels)
+    present = np.flatnonzero(counts)
+    ideal = limit * counts / len(labels)
+    if limit <= len(present):  # room for one sample of only some classes: the largest ones
+        quota = np.zeros_like(counts)
+        quota[present[np.argsort(-counts[present], kind="stable")[:limit]]] = 1
+    else:
+        quota = np.minimum(np.maximum(np.floor(ideal).astype(np.int64), counts > 0), counts)
+        while quota.sum() > limit:  # the one-per-class floor overshot: trim the most over-served class
+            quota[np.argmax(np.where(quota > 1, quota - ideal, -np.inf))] -= 1
+        while quota.sum() < limit:  # largest remainder first
+            quota[np.argmax(np.where(quota < counts, ideal - quota, -np.inf))] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(labels == label))[: quota[label]] for label in present]
+    return np.sort(np.concatenate(chosen))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from datasets.base import Dataset, ImageSplit
-from datasets.check import CheckReport
+from datasets.check import CheckReport, describe_subset
 from datasets.request import DataRequest
+from datasets.splits import stratified_subset
 
 CLASS_NAMES = ("network", "globules", "streaks", "structureless")
 # Drawn for every image from the same distributions whatever its class (lesion area: fraction of the image).
@@ -21,20 +22,35 @@ _SPLIT_OFFSETS = {"train": 0, "val": 1, "test": 2}
 
 
 def load(request: DataRequest) -> Dataset:
+    """The generated splits; with ``train_limit``/``eval_limit`` each is cut to the same seeded stratified
+    subset as a reader of files would take, so a limit means the same thing for every dataset."""
     sizes = dict(zip(("train", "val", "test"), request.synthetic_sizes, strict=True))
     splits = {
         name: generate_split(size, request.image_size, seed=request.split_seed * 10 + _SPLIT_OFFSETS[name], prefix=name)
         for name, size in sizes.items()
     }
     record = {"kind": "synthetic", "seed": request.split_seed, "sizes": sizes, "image_size": request.image_size}
+    if request.limited:
+        splits = {
+            name: _select(split, stratified_subset(split.labels, request.limit_for(name), request.split_seed))
+            for name, split in splits.items()
+        }
+        record["subset"] = request.subset_record({name: (len(splits[name]), size) for name, size in sizes.items()})
     return Dataset("synthetic", request.task or "4class", CLASS_NAMES, split_record=record, **splits)
+
+
+def _select(split: ImageSplit, indices: np.ndarray) -> ImageSplit:
+    factors = {name: values[indices] for name, values in split.factors.items()}
+    return ImageSplit(split.images[indices], split.labels[indices], tuple(split.ids[i] for i in indices), factors)
 
 
 def check(request: DataRequest) -> CheckReport:
     """Generated data has no files to go wrong: the report gives its split sizes and class counts."""
     dataset = load(request)
     counts = {name: split.class_counts(dataset.num_classes) for name, split in dataset.splits().items()}
-    return CheckReport(dataset.name, dataset.task, dataset.class_names, counts)
+    subset = dataset.split_record.get("subset")
+    described = describe_subset(subset) if subset else None
+    return CheckReport(dataset.name, dataset.task, dataset.class_names, counts, subset=described)
 
 
 def generate_split(count: int, image_size: int, *, seed: int, prefix: str = "img") -> ImageSplit:

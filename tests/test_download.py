@@ -327,6 +327,79 @@ def test_aptos2019_explains_the_kaggle_step(tmp_path: Path) -> None:
 
 
 def test_unknown_name_lists_valid_names(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="unknown dataset 'isic2016'; valid names: isic2017, isic2018, aptos2019"):
+    expected = "unknown dataset 'isic2016' (did you mean 'isic2017' or 'isic2018'?); valid names: isic2017, isic2018, "
+    with pytest.raises(DatasetError, match=re.escape(expected + "aptos2019")):
         download_dataset("isic2016", tmp_path)
     assert not tmp_path.joinpath(".downloads").exists()
+
+
+def free_port() -> int:
+    """A port nothing listens on: bound once to learn it, then released."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def offline_error(base_url: str, root: Path) -> str:
+    with pytest.raises(DatasetError) as caught:
+        download_dataset("isic2017", root, base_url=base_url, progress=False, manifest=small_manifest())
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"by hand into {root / '.downloads'}/ and run again" in message
+    assert f"from {download.OFFICIAL_BASE_URL}/2017/" in message and "--base-url" in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("base_url", "reason"),
+    [
+        ("http://nonexistent.invalid", "cannot resolve the host name nonexistent.invalid (DNS lookup failed"),
+        (f"http://127.0.0.1:{free_port()}", "connection refused by 127.0.0.1:"),
+    ],
+    ids=["dns", "refused"],
+)
+def test_offline_says_what_failed_and_what_to_do_and_leaves_nothing(tmp_path: Path, base_url: str, reason: str) -> None:
+    root = tmp_path / "new" / "isic2017"
+    message = offline_error(base_url, root)
+    assert message.startswith(f"cannot download {base_url}/2017/{TRAIN_ZIP}: {reason}")
+    assert all(f.name in message for f in MANIFESTS["isic2017"].files)  # every file to fetch by hand
+    assert list(tmp_path.iterdir()) == []  # neither root nor its parent was left behind
+
+
+def test_http_error_status_names_it_and_keeps_an_existing_root(server: FileServer, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "notes.txt").parent.mkdir()
+    (root / "notes.txt").write_text("mine\n")
+    served(server, TRAIN_ZIP).unlink()
+    message = offline_error(server.base_url, root)
+    assert "the server answered HTTP 404 Not Found" in message
+    assert [p.name for p in root.iterdir()] == ["notes.txt"]  # .downloads/ removed, the user's file kept
+
+
+def test_connection_dropped_before_any_byte_leaves_no_part_file(server: FileServer, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    server.cut_after[f"/2017/{TRAIN_ZIP}"] = 0
+    with pytest.raises(DatasetError, match="stopped after 0 of"):
+        fetch(server, root)
+    assert not root.exists()
+
+
+def test_failure_after_finished_files_keeps_them(server: FileServer, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    served(server, TRAIN_CSV).unlink()
+    with pytest.raises(DatasetError, match="HTTP 404"):
+        fetch(server, root)
+    assert (root / "ISIC-2017_Training_Data").is_dir() and (root / ".downloads" / f"{TRAIN_ZIP}.done").is_file()
+
+
+def test_files_put_in_downloads_by_hand_install_without_network(server: FileServer, tmp_path: Path) -> None:
+    """The remedy the offline message gives works: nothing is requested, the layout is complete."""
+    root = tmp_path / "data"
+    (root / ".downloads").mkdir(parents=True)
+    for file in MANIFESTS["isic2017"].files:
+        (root / ".downloads" / file.name).write_bytes(served(server, file.name).read_bytes())
+    summary = download_dataset(
+        "isic2017", root, base_url="http://nonexistent.invalid", progress=False, manifest=small_manifest()
+    )
+    assert len(summary.resumed) == 6
+    assert_official_layout(server, root)

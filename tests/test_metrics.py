@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from bench.evaluate import Features, evaluate_linear, knn_scores
-from bench.metrics import classification_metrics, confusion_and_per_class
+from bench.metrics import classification_metrics, confusion_and_per_class, trivial_baselines
 
 
 def one_hot(predictions, classes):
@@ -73,3 +73,15 @@ def test_linear_probe_separates_separable_features_and_selects_on_validation():
         Features(split(60), split(30), split(30)), 3, seed=0, class_names=("a", "b", "c"), ordinal=False
     )
     assert result.metrics["test.accuracy"] == 1.0 and result.selection["C"] in (0.01, 0.1, 1.0, 10.0)
+
+
+def test_trivial_baselines_by_hand():
+    # ISIC 2017's official test split: 117 melanoma, 90 seborrheic keratosis, 393 nevus.
+    labels = np.array([0] * 117 + [1] * 90 + [2] * 393)
+
+    b = trivial_baselines(labels, 3, "test")
+    assert b["baseline.majority.test.accuracy"] == pytest.approx(393 / 600)
+    assert b["baseline.chance.test.accuracy"] == pytest.approx(1 / 3)
+    assert b["baseline.majority.test.balanced_accuracy"] == b["baseline.chance.test.balanced_accuracy"] == 1 / 3
+    # A class absent from the split still counts among the K classes a guess can name.
+    assert trivial_baselines(np.array([0, 0, 1]), 4, "val")["baseline.chance.val.accuracy"] == 0.25

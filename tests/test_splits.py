@@ -1,11 +1,12 @@
-"""The seeded stratified (grouped) split: a partition, stratified, group-respecting, repeatable."""
+"""The seeded stratified (grouped) split: a partition, stratified, group-respecting, repeatable; and the
+stratified subset for quick runs: proportions kept, every class present, repeatable, capped."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from datasets.splits import DEFAULT_FRACTIONS, stratified_split
+from datasets.splits import DEFAULT_FRACTIONS, stratified_split, stratified_subset
 
 
 @pytest.fixture
@@ -52,3 +53,39 @@ def test_bad_fractions_are_refused(labels, fractions):
 
 def test_no_labels_gives_empty_splits():
     assert all(len(index) == 0 for index in stratified_split([], DEFAULT_FRACTIONS, seed=0).values())
+
+
+@pytest.mark.parametrize("limit", [10, 64, 256, 999])
+def test_subset_keeps_class_proportions(labels, limit):
+    chosen = stratified_subset(labels, limit, seed=0)
+    assert len(chosen) == limit and len(set(chosen.tolist())) == limit
+    assert np.array_equal(chosen, np.sort(chosen)) and chosen.min() >= 0 and chosen.max() < len(labels)
+    counts, total = np.bincount(labels[chosen], minlength=4), np.bincount(labels)
+    assert np.all(np.abs(counts - limit * total / len(labels)) < 1.5), counts
+
+
+def test_subset_keeps_every_class_even_a_rare_one():
+    labels = np.array([0] * 500 + [1] * 300 + [2] * 199 + [3])  # class 3: one sample in 1000
+    for limit in (4, 5, 20):
+        assert set(labels[stratified_subset(labels, limit, seed=3)].tolist()) == {0, 1, 2, 3}
+
+
+def test_subset_smaller_than_the_classes_takes_the_largest_ones():
+    labels = np.array([0] * 5 + [1] * 50 + [2] * 20)
+    assert sorted(labels[stratified_subset(labels, 2, seed=0)].tolist()) == [1, 2]
+
+
+def test_subset_is_seeded(labels):
+    first, again, other = (stratified_subset(labels, 100, seed) for seed in (7, 7, 8))
+    assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("limit", [None, 1000, 5000])
+def test_subset_at_or_above_the_size_is_everything(labels, limit):
+    assert np.array_equal(stratified_subset(labels, limit, seed=0), np.arange(len(labels)))
+
+
+@pytest.mark.parametrize("limit", [0, -3])
+def test_subset_refuses_a_limit_below_one(labels, limit):
+    with pytest.raises(ValueError, match="at least 1"):
+        stratified_subset(labels, limit, seed=0)
