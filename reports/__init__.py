@@ -4,5 +4,7 @@ Reads MLflow only (never ``bench``, ``methods`` or ``datasets``), so a report ca
 """
 
 from reports.build import ReportSummary, analyse, build_report
+from reports.offline import build_report_from_runs_csv
+from reports.terminal import compare_text
 
-__all__ = ["ReportSummary", "analyse", "build_report"]
+__all__ = ["ReportSummary", "analyse", "build_report", "build_report_from_runs_csv", "compare_text"]

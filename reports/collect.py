@@ -23,7 +23,17 @@ from reports.arms import METHOD_TAGS, resolve_method_tags
 FINISHED = "FINISHED"
 # Run tags that become columns of the same name; the method tags (display name, report order, baseline)
 # are then resolved per method, with fallbacks for runs logged before bench wrote them (reports.arms).
-TAG_COLUMNS = ("method", "dataset", "task", "config_hash", "git_commit", "device", "failure_reason", *METHOD_TAGS)
+TAG_COLUMNS = (
+    "method",
+    "dataset",
+    "task",
+    "config_hash",
+    "git_commit",
+    "device",
+    "failure_reason",
+    "preset",  # smoke, cpu or paper; '' for runs from before bench logged it
+    *METHOD_TAGS,
+)
 # Evaluation protocols whose final metrics are named ``<protocol>.<split>.<name>``, in report order.
 PROTOCOLS = ("knn", "linear", "finetune")
 FINAL_METRIC = re.compile(rf"^({'|'.join(PROTOCOLS)})\.(val|test)\.[a-z0-9_]+$")

@@ -1,4 +1,4 @@
-"""PDF pages: a text page (title, summary) and tables drawn as text, paginated to fit A4 landscape.
+"""PDF pages: text pages (title, summary) and tables drawn as text, paginated to fit A4 landscape.
 
 Tables are drawn line by line rather than with ``ax.table`` so multi-line cells, bold cells and page
 breaks are under control and the text stays extractable (TrueType fonts) for checks with pdftotext.
@@ -23,23 +23,42 @@ MARGIN = 0.5
 CHAR_EM = 0.6  # mean glyph width of DejaVu Sans in ems, slightly generous so columns never touch
 LINE = 1.3  # line height in font sizes
 PAD_CHARS = 2  # space between columns, in characters
+TEXT_CHARS = 135  # characters per line of a text page at 9.5 pt
 
 
-def text_page(title: str, blocks: list[tuple[str, str]]) -> Figure:
-    """A title and (heading, paragraph) blocks, wrapped to the page width."""
-    fig = plt.figure(figsize=(PAGE_W, PAGE_H))
-    fig.text(MARGIN / PAGE_W, 1 - MARGIN / PAGE_H, title, fontsize=18, weight="bold", va="top")
-    y = 1 - (MARGIN + 0.6) / PAGE_H
+def text_pages(title: str, blocks: list[tuple[str, str]]) -> list[Figure]:
+    """A title and (heading, paragraph) blocks, wrapped to the page width and continued on further pages
+    rather than run off the bottom; '- ' lines are list items with hanging indents."""
+    pages: list[Figure] = []
+    bottom = MARGIN / PAGE_H
+
+    def page() -> float:
+        fig = plt.figure(figsize=(PAGE_W, PAGE_H))
+        shown = title + (" (continued)" if pages else "")
+        fig.text(MARGIN / PAGE_W, 1 - MARGIN / PAGE_H, shown, fontsize=18, weight="bold", va="top")
+        pages.append(fig)
+        return 1 - (MARGIN + 0.6) / PAGE_H
+
+    y = page()
     for heading, body in blocks:
+        lines = [line for paragraph in body.split("\n") for line in _wrapped(paragraph)]
+        if y - (0.3 + 0.19 * min(len(lines), 3)) / PAGE_H < bottom:  # a heading never ends a page
+            y = page()
         if heading:
-            fig.text(MARGIN / PAGE_W, y, heading, fontsize=11, weight="bold", va="top")
+            pages[-1].text(MARGIN / PAGE_W, y, heading, fontsize=11, weight="bold", va="top")
             y -= 0.3 / PAGE_H
-        for paragraph in body.split("\n"):
-            for line in textwrap.wrap(paragraph, 135) or [""]:
-                fig.text(MARGIN / PAGE_W, y, line, fontsize=9.5, va="top")
-                y -= 0.19 / PAGE_H
+        for line in lines:
+            if y - 0.19 / PAGE_H < bottom:
+                y = page()
+            pages[-1].text(MARGIN / PAGE_W, y, line, fontsize=9.5, va="top")
+            y -= 0.19 / PAGE_H
         y -= 0.12 / PAGE_H
-    return fig
+    return pages
+
+
+def _wrapped(paragraph: str) -> list[str]:
+    indent = "    " if paragraph.startswith("- ") else ""
+    return textwrap.wrap(paragraph, TEXT_CHARS, subsequent_indent=indent) or [""]
 
 
 def table_pages(table: Table, max_font: float = 9.0, min_font: float = 5.5) -> list[Figure]:

@@ -16,7 +16,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from reports.arms import SUPERVISED, UNTRAINED, Methods  # noqa: E402
+from reports.baselines import BaselineScore  # noqa: E402
 from reports.comparison import with_weights  # noqa: E402
+from reports.tableformat import wrap  # noqa: E402
 
 PAGE = (11.69, 8.27)  # A4 landscape, inches
 # Methods take colours in report order from tab10 without its grey, which the references wear.
@@ -34,6 +36,10 @@ PALETTE = (
 REFERENCE_COLORS = {UNTRAINED: "grey", SUPERVISED: "black"}
 LOSS_TITLE = "Training loss per epoch"
 LOSS_LABEL = "train.loss (sum of the method's step losses)"
+BASELINE_STYLES = (
+    {"color": "0.2", "linestyle": "-.", "linewidth": 1.2, "zorder": 1},
+    {"color": "0.45", "linestyle": ":", "linewidth": 1.2, "zorder": 1},
+)
 
 
 def metric_label(metric: str) -> str:
@@ -49,8 +55,15 @@ def method_colors(methods: Methods, present: Iterable[str]) -> dict[str, str]:
     return {method: PALETTE[i % len(PALETTE)] for i, method in enumerate(ssl)}
 
 
-def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str], methods: Methods) -> Figure:
-    """Mean metric against batch size per method, shaded 95% CI; references dashed, runs from weights dotted.
+def batch_size_figure(
+    stats: pd.DataFrame,
+    setting: str,
+    metrics: list[str],
+    methods: Methods,
+    baselines: dict[str, list[BaselineScore]] | None = None,
+) -> Figure:
+    """Mean metric against batch size per method, shaded 95% CI; references dashed, runs from weights dotted;
+    ``baselines`` (metric -> majority-class and chance scores) as labelled horizontal lines.
     Colours follow the methods of the whole ``stats`` frame, so a method keeps its colour on every page."""
     fig, axes = _grid(
         len(metrics), f"Metric vs batch size — {setting} (mean over seeds; shaded: 95% CI, cut at the metric's bounds)"
@@ -80,8 +93,29 @@ def batch_size_figure(stats: pd.DataFrame, setting: str, metrics: list[str], met
         ax.set_xlabel("batch size (images, log2 scale)")
         ax.set_ylabel(metric_label(metric))
         ax.grid(alpha=0.3)
-    _legend(fig, axes)
+    _legend(fig, axes)  # the methods, before the panels' baseline lines join their handles
+    for ax, metric in zip(axes, metrics, strict=False):
+        baseline_lines(ax, (baselines or {}).get(metric, []))
     return fig
+
+
+def baseline_lines(ax, scores: list[BaselineScore], vertical: bool = False) -> None:
+    """Majority-class and chance scores as reference lines, named in the panel's own legend (placed where
+    it covers the least). The highest score (the one to beat) is always drawn; a lower one outside the
+    data's range is named as off the axis instead of squashing the data. Equal scores share a line."""
+    merged: dict[float, list[str]] = {}
+    for score in scores:
+        merged.setdefault(round(score.value, 9), []).append(score.name)
+    low, high = ax.get_xlim() if vertical else ax.get_ylim()
+    handles = []
+    for i, (value, names) in enumerate(sorted(merged.items(), reverse=True)):
+        label = f"{' = '.join(names)} {value:.3f}"
+        if i == 0 or low <= value <= high:
+            handles.append((ax.axvline if vertical else ax.axhline)(value, label=label, **BASELINE_STYLES[i % 2]))
+        else:
+            handles += ax.plot([], [], linestyle="none", label=f"{label} (off the axis)")
+    if handles:
+        ax.legend(handles=handles, loc="best", fontsize=7)
 
 
 def _style(method: str, reference: bool, weights: str, colors: dict[str, str]) -> dict[str, str | None]:
@@ -101,25 +135,49 @@ def _bounds(metric: str) -> tuple[float, float]:
     return (-1.0, 1.0) if metric.endswith("qwk") else (0.0, 1.0)
 
 
-def ablation_figure(table_data: pd.DataFrame, method_name: str, metrics: list[str]) -> Figure:
-    """Horizontal bars (mean ± std over seeds) per option set and batch size, one panel per metric;
-    ``method_name`` is the method's display name."""
-    fig, axes = _grid(len(metrics), f"Ablation: {method_name} options (bars: mean, error bars: std over seeds)")
+def ablation_figure(
+    table_data: pd.DataFrame,
+    method_name: str,
+    metrics: list[str],
+    baselines: dict[str, list[BaselineScore]] | None = None,
+) -> Figure:
+    """Mean ± std over seeds per option set and batch size as dots with error bars, one panel per metric, on
+    an axis fitted to the data: differences of a few hundredths vanish on bars drawn from 0. ``method_name``
+    is the method's display name; ``baselines`` (metric -> scores) are drawn as labelled vertical lines."""
+    fig, axes = _grid(
+        len(metrics), f"Ablation: {method_name} options (dots: mean, error bars: std over seeds)", constrained=True
+    )
     labels = [
-        f"{r.setting}, b={r.batch_size}: {r.options}{' (main)' if r.main else ''}" for r in table_data.itertuples()
+        wrap(f"{r.setting}, b={r.batch_size}: {r.options}{' (main)' if r.main else ''}", 38)
+        for r in table_data.itertuples()
     ]
     y = np.arange(len(labels))
+    cols = _columns(len(metrics))
     for i, (ax, metric) in enumerate(zip(axes, metrics, strict=False)):
         means = table_data[f"{metric}.mean"].to_numpy(dtype=float)
         stds = np.nan_to_num(table_data[f"{metric}.std"].to_numpy(dtype=float))
-        colors = ["tab:red" if main else "tab:gray" for main in table_data["main"]]
-        ax.barh(y, means, xerr=stds, color=colors, capsize=3)
-        ax.set_yticks(y, labels if i % 2 == 0 else [""] * len(labels), fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel(metric_label(metric))
+        for main, color in ((True, "tab:red"), (False, "tab:gray")):
+            rows = table_data["main"].to_numpy(dtype=bool) == main
+            ax.errorbar(means[rows], y[rows], xerr=stds[rows], fmt="o", color=color, capsize=3)
+        scores = (baselines or {}).get(metric, [])
+        top = [max(s.value for s in scores)] if scores else []
+        ax.set_xlim(*_fitted(np.concatenate([means - stds, means + stds, top])))
+        baseline_lines(ax, scores, vertical=True)
+        ax.set_yticks(y, labels if i % cols == 0 else [""] * len(labels), fontsize=7)
+        ax.set_ylim(len(labels) - 0.5, -0.5)
+        ax.set_xlabel(f"{metric_label(metric)}\n(axis fitted to the data, not from 0)", fontsize=9)
         ax.grid(axis="x", alpha=0.3)
-    fig.subplots_adjust(left=0.3)
     return fig
+
+
+def _fitted(values: np.ndarray) -> tuple[float, float]:
+    """An axis range around the finite values with 8% room on each side."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    room = max(high - low, 0.01) * 0.08
+    return low - room, high + room
 
 
 def loss_figure(
@@ -163,15 +221,17 @@ def loss_figure(
     return fig
 
 
-def confusion_figure(reports: list[tuple[str, str, dict]], setting: str, protocol: str) -> Figure:
-    """Row-normalised confusion matrices (colour: recall share, text: counts) of each method's best run."""
-    fig, axes = _grid(len(reports), f"Confusion matrices on test, best run per method ({protocol}) — {setting}")
-    fig.subplots_adjust(wspace=0.55, left=0.12, right=0.97)
+def confusion_figure(reports: list[tuple[str, str, dict]], setting: str, picked: str) -> Figure:
+    """Row-normalised confusion matrices (colour: recall share, text: counts), one run per method; ``picked``
+    says which run (e.g. its highest validation score). Class names are wrapped and the layout is
+    constrained, so no label prints over the next row or leaves the page."""
+    fig, axes = _grid(len(reports), f"Confusion matrices on test — {setting}\n{picked}", constrained=True)
     cols = _columns(len(reports))
     for i, (ax, (method, run_name, report)) in enumerate(zip(axes, reports, strict=False)):
         counts = np.asarray(report["confusion_matrix"], dtype=float)
         shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        names = report.get("class_names") or [str(i) for i in range(len(counts))]
+        raw = report.get("class_names") or [str(i) for i in range(len(counts))]
+        names = [wrap(str(n).replace("_", " "), 12) for n in raw]
         ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
         for (row, col), value in np.ndenumerate(counts):
             ax.text(
@@ -184,8 +244,9 @@ def confusion_figure(reports: list[tuple[str, str, dict]], setting: str, protoco
                 color="white" if shares[row, col] > 0.6 else "black",
             )
         ticks = range(len(names))
-        ax.set_xticks(ticks, names, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(ticks, names, fontsize=8)
+        size = 8 if len(names) <= 5 else 6
+        ax.set_xticks(ticks, names, fontsize=size)
+        ax.set_yticks(ticks, names if i % cols == 0 else [""] * len(names), fontsize=size)
         ax.set_xlabel("predicted class")
         if i % cols == 0:
             ax.set_ylabel("true class")
@@ -193,16 +254,18 @@ def confusion_figure(reports: list[tuple[str, str, dict]], setting: str, protoco
     return fig
 
 
-def _grid(panels: int, title: str) -> tuple[Figure, list]:
-    """A page with up to 2 x 3 panels; unused axes are removed."""
+def _grid(panels: int, title: str, constrained: bool = False) -> tuple[Figure, list]:
+    """A page with up to 2 x 3 panels; unused axes are removed. ``constrained``: matplotlib places the
+    panels around their labels (for long tick labels), instead of the fixed margins the legend above needs."""
     cols = _columns(panels)
     rows = max(1, math.ceil(panels / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=PAGE, squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=PAGE, squeeze=False, layout="constrained" if constrained else None)
     flat = list(axes.ravel())
     for ax in flat[panels:]:
         ax.remove()
     fig.suptitle(title, fontsize=13)
-    fig.subplots_adjust(hspace=0.45, wspace=0.3, top=0.88, bottom=0.1)
+    if not constrained:
+        fig.subplots_adjust(hspace=0.45, wspace=0.3, top=0.88, bottom=0.1)
     return fig, flat[:panels]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from reports.arms import Methods, short_sha
+from reports.claims import BEST, leader
 from reports.collect import FINETUNE_METHOD_PARAMS, NOT_RUN, finished, pooling_values, ran_finetune
 from reports.comparison import ALPHA, main_runs, with_weights
 from reports.stats import Summary, batch_size_trend, summarize
@@ -34,9 +34,16 @@ def _summary_of(row: pd.Series) -> Summary:
 
 
 def comparison_table(
-    stats: pd.DataFrame, tests: pd.DataFrame, protocol: str, metrics: list[str], methods: Methods
+    stats: pd.DataFrame,
+    tests: pd.DataFrame,
+    protocol: str,
+    metrics: list[str],
+    methods: Methods,
+    baselines: pd.DataFrame | None = None,
 ) -> Table:
-    """Methods (and the reference) x settings and batch sizes for one protocol's test metrics; best in bold."""
+    """Methods (and the references) x settings and batch sizes for one protocol's test metrics, then each
+    setting's majority-class and chance rows (``baselines``, see reports.baselines); a best in bold only
+    where the tie rule (reports.claims) names one."""
     cols = [m for m in metrics if m.startswith(f"{protocol}.test.")]
     sub = stats[stats["metric"].isin(cols)]
     arm = ["setting", "batch_size", "method", "reference", "weights"]
@@ -49,6 +56,7 @@ def comparison_table(
         for r in tests.itertuples()
     }
     display_rows, data_rows, bold = [], [], set()
+    settings = list(keys["setting"])
     for i, key in enumerate(keys.itertuples(index=False)):
         disp = {
             "dataset": key.setting,
@@ -70,9 +78,14 @@ def comparison_table(
             block = sub[
                 (sub["setting"] == key.setting) & (sub["batch_size"] == key.batch_size) & (sub["metric"] == metric)
             ]
-            if s.n and np.isclose(s.mean, block["mean"].max()):
-                bold.add((i, short_metric(metric)))
+            lead = leader({(r["method"], r["weights"]): _summary_of(r) for _, r in block.iterrows()})
+            if lead.verdict == BEST and lead.arms[0] == (key.method, key.weights):
+                bold.add((len(display_rows), short_metric(metric)))
         display_rows.append(disp)
+        if baselines is not None and (i + 1 == len(settings) or settings[i + 1] != key.setting):
+            rows, data = baseline_rows(baselines, key.setting, cols)
+            display_rows += rows
+            data_rows += data
     if methods.baseline is not None:
         marks_note = (
             f"* p < 0.05, ** p < 0.01 against {methods.baseline_name}: paired t-test on matching seeds, "
@@ -81,11 +94,16 @@ def comparison_table(
     else:
         marks_note = "No significance marks: no run names a baseline method (tag method_baseline)."
     notes = [
-        "Mean ± standard deviation over seeds, 95% t-interval in brackets; "
-        "best mean per dataset and batch size in bold.",
+        "Mean ± standard deviation over seeds, 95% t-interval in brackets. Marked best (bold): the highest mean of "
+        "a dataset and batch size, only where its interval lies above every other arm's (none: tied or too few seeds).",
         marks_note,
         FEW_NOTE,
     ]
+    if baselines is not None and not baselines.empty:
+        notes.append(
+            "majority class: always answering the test split's most frequent class; chance: uniform guessing "
+            "(expected score). Shown for accuracy and balanced accuracy."
+        )
     if len(not_run):
         listed = ", ".join(
             f"{methods.label(r.method, r.reference, r.weights)} at batch {r.batch_size} on {r.setting}"
@@ -100,6 +118,25 @@ def comparison_table(
         bold,
         notes,
     )
+
+
+def baseline_rows(baselines: pd.DataFrame, setting: str, metrics: list[str]) -> tuple[list[dict], list[dict]]:
+    """Display and data rows of a setting's majority-class and chance scores for a table's metric columns."""
+    display_rows, data_rows = [], []
+    for name, group in baselines[baselines["setting"] == setting].groupby("baseline", sort=False):
+        by_score = group.set_index("metric")
+        disp = {"dataset": setting, "batch": "–", "method": name}
+        for metric in metrics:
+            score = metric.split(".")[-1]
+            known = score in by_score.index
+            disp[short_metric(metric)] = f"{by_score.at[score, 'value']:.3f}" if known else "–"
+            if known:
+                value, source = by_score.at[score, "value"], by_score.at[score, "source"]
+                data_rows.append(
+                    {"setting": setting, "method": name, "metric": metric, "mean": value, "source": source}
+                )
+        display_rows.append(disp)
+    return display_rows, data_rows
 
 
 def finetune_note(frame: pd.DataFrame) -> str | None:
@@ -118,35 +155,44 @@ def finetune_note(frame: pd.DataFrame) -> str | None:
 
 
 def tests_table(tests: pd.DataFrame, methods: Methods) -> Table:
-    """The paired tests behind the significance marks, with raw and Holm-adjusted p-values."""
+    """The paired tests behind the significance marks, with raw and Holm-adjusted p-values; only the rows
+    where a test could be computed are shown (a row of dashes says nothing), the others are counted in a note."""
     baseline = methods.baseline_name
+    untestable = tests[tests["p_t"].isna()]
+    testable = tests[tests["p_t"].notna()]
     disp = pd.DataFrame(
         {
-            "dataset": tests["setting"],
-            "batch": tests["batch_size"].astype(str),
-            "metric": tests["metric"].map(short_with_protocol),
-            "method": [methods.arm(m, w) for m, w in zip(tests["method"], tests["weights"], strict=True)],
-            "pairs": tests["n_pairs"].astype(str),
-            f"diff vs {baseline}": tests["mean_diff"].map(lambda v: num(v, "+.3f")),
-            "t": tests["t"].map(lambda v: num(v, ".2f")),
-            "p (t)": tests["p_t"].map(p_value),
-            "p Holm (t)": tests["p_t_holm"].map(p_value),
-            "p (Wilcoxon)": tests["p_wilcoxon"].map(p_value),
-            "p Holm (W.)": tests["p_wilcoxon_holm"].map(p_value),
+            "dataset": testable["setting"],
+            "batch": testable["batch_size"].astype(str),
+            "metric": testable["metric"].map(short_with_protocol),
+            "method": [methods.arm(m, w) for m, w in zip(testable["method"], testable["weights"], strict=True)],
+            "pairs": testable["n_pairs"].astype(str),
+            f"diff vs {baseline}": testable["mean_diff"].map(lambda v: num(v, "+.3f")),
+            "t": testable["t"].map(lambda v: num(v, ".2f")),
+            "p (t)": testable["p_t"].map(p_value),
+            "p Holm (t)": testable["p_t_holm"].map(p_value),
+            "p (Wilcoxon)": testable["p_wilcoxon"].map(p_value),
+            "p Holm (W.)": testable["p_wilcoxon_holm"].map(p_value),
         }
     )
-    bold = {(i, "p Holm (t)") for i, p in enumerate(tests["p_t_holm"]) if math.isfinite(p) and p < ALPHA}
+    bold = {(i, "p Holm (t)") for i, p in enumerate(testable["p_t_holm"]) if math.isfinite(p) and p < ALPHA}
     notes = [
         f"diff = method minus {baseline}, mean over matching seeds. Holm correction over the methods within one "
         "dataset, batch size and metric.",
         f"Wilcoxon signed-rank only with at least 6 pairs ('–' otherwise); t-test needs 2 pairs that differ. "
         f"Significant Holm-adjusted t-test p < {ALPHA} in bold.",
     ]
+    if len(untestable):
+        sizes = ", ".join(str(b) for b in sorted(untestable["batch_size"].unique()))
+        notes.append(
+            f"Left out here (kept in paired_tests.csv): {len(untestable)} comparison(s) (batch size {sizes}) with "
+            "fewer than 2 matching seeds or identical differences, where no test can be computed."
+        )
     return Table(
         "paired_tests",
         f"Paired tests against {baseline}",
         disp.reset_index(drop=True),
-        tests.reset_index(drop=True),
+        tests.reset_index(drop=True),  # the CSV keeps every comparison's numbers
         bold,
         notes,
     )

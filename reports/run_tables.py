@@ -72,10 +72,15 @@ def variance_table(frame: pd.DataFrame) -> Table | None:
 
 
 def cost_table(frame: pd.DataFrame) -> Table:
-    """Wall time and throughput per method and batch size; memory only if a run logged it."""
+    """Wall time and throughput per method and batch size; a memory column only if a run logged memory
+    (a column saying 'not logged' in every row tells nothing)."""
     methods = Methods.of(frame)
     runs = main_runs(frame)
-    memory_cols = [c for c in runs.columns if "memory" in c.lower() and pd.api.types.is_numeric_dtype(runs[c])]
+    memory_cols = [
+        c
+        for c in runs.columns
+        if "memory" in c.lower() and pd.api.types.is_numeric_dtype(runs[c]) and runs[c].notna().any()
+    ]
     display_rows, data_rows = [], []
     for setting, batch, method, reference, weights, group in _arm_groups(runs, methods):
         seconds = summarize(_col(group, "run.seconds"))
@@ -103,14 +108,13 @@ def cost_table(frame: pd.DataFrame) -> Table:
             memory = summarize(_col(group, memory_cols[0]))
             disp[f"peak memory ({memory_cols[0]})"] = mean_std(memory, 1.0, ".0f")
             data["memory_mean"] = memory.mean
-        else:
-            disp["peak memory"] = "not logged"
         display_rows.append(disp)
         data_rows.append(data)
     notes = [
         "Wall time: whole run (pretraining and evaluation, run.seconds). Images/s: pretraining throughput "
         "(last epoch's train.images_per_second), mean ± std over seeds.",
         "Times depend on the machine and on other load; compare within one report only.",
+        *([] if memory_cols else ["Peak memory: no run logged it, so there is no column for it."]),
     ]
     return Table("cost", "Cost per run", pd.DataFrame(display_rows), pd.DataFrame(data_rows), set(), notes)
 

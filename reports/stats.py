@@ -119,3 +119,30 @@ def batch_size_trend(batch_sizes: Sequence[int], values: Sequence[float], confid
     half = float(stats.t.ppf(0.5 + confidence / 2, len(y) - 2)) * se if len(y) > 2 else NAN
     slope = float(fit.slope)
     return Trend(len(y), len(sizes), float(max(means) - min(means)), slope, se, slope - half, slope + half)
+
+
+@dataclass(frozen=True)
+class SlopeDifference:
+    """Slope of arm a minus slope of arm b (per doubling of the batch size), with a t-test and interval."""
+
+    diff: float
+    se: float
+    df: int
+    p: float
+    ci_low: float
+    ci_high: float
+
+
+def slope_difference(a: Trend, b: Trend, confidence: float = 0.95, plus: bool = False) -> SlopeDifference:
+    """Whether two arms' batch-size slopes differ: t = (slope_a - slope_b) / sqrt(se_a² + se_b²) on
+    n_a + n_b - 4 degrees of freedom (two separate fits, two parameters each). ``plus`` tests the sum
+    slope_a + slope_b instead: |slope_a| < |slope_b| exactly when difference and sum have opposite signs,
+    so a claim that one arm is less sensitive to batch size than another needs both tests."""
+    df = a.n_runs + b.n_runs - 4
+    diff = a.slope + b.slope if plus else a.slope - b.slope
+    se = math.sqrt(a.slope_se**2 + b.slope_se**2)
+    if not (math.isfinite(se) and se > 0 and df > 0):
+        return SlopeDifference(diff, se, df, NAN, NAN, NAN)
+    t = diff / se
+    half = float(stats.t.ppf(0.5 + confidence / 2, df)) * se
+    return SlopeDifference(diff, se, df, float(2 * stats.t.sf(abs(t), df)), diff - half, diff + half)

@@ -328,7 +328,12 @@ def test_store_without_finetune_or_weights_gives_the_old_report(store, tmp_path)
         "f1 (macro)",
         "auc (macro)",
     ]
-    assert list(comparison["method"]) == ["FG-SSL", "SimCLR", "random init (reference)"] * 2
+    assert list(comparison["method"]) == ["FG-SSL", "SimCLR", "random init (reference)"] * 2 + [
+        "majority class",
+        "chance",
+    ]
+    # the fake test reports' confusion matrices hold one image per class: 4 classes, majority = chance = 1/4
+    assert comparison.iloc[-2]["accuracy"] == "0.250" and comparison.iloc[-1]["balanced acc."] == "0.250"
 
     summary = build_report(store, ["plain"], tmp_path / "plain.pdf", formats=("csv",))
     for path in summary.files:
@@ -346,6 +351,8 @@ def test_runs_from_other_weights_are_never_pooled(store):
             assert (cell["n"], cell["mean"]) == (3, pytest.approx(values.mean())), (method, weights, metric)
 
     labels = list(table(data, "comparison_finetune").display["method"])
+    assert labels[-2:] == ["majority class", "chance"]
+    labels = labels[:-2]
     assert labels == [
         "FG-SSL",
         "SimCLR",
@@ -372,7 +379,7 @@ def test_references_are_named_for_what_they_are(store):
     assert "The untrained reference random init (" in summary
     assert "The supervised from scratch reference supervised (" in summary
     assert f"The pretrained weights {SHA_A[:8]} reference random init (" in summary
-    judged = [p for p in summary.splitlines() if not p.startswith("Caveat")]  # one paragraph per judged metric
+    judged = [p for p in summary.splitlines() if p.startswith("- ") and not p.startswith("- Batch size")]
     assert judged and all(p.count("untrained") == 1 for p in judged)
 
 
@@ -414,7 +421,7 @@ def test_pdf_shows_finetune_and_references(store, tmp_path):
     assert f"random init (reference, weights {SHA_A[:8]})" in text and "supervised (reference)" in text
     assert f"{SHA_A[:8]} = {SHA_A} (copy.pt, imagenet.pt): random init" in text
     assert "Fine-tune training loss per epoch" in text and "Fine-tune val balanced accuracy" in text
-    assert "best run per method (finetune, best by balanced_accuracy)" in text
+    assert "finetune: per method, its run with the highest validation balanced accuracy" in text
 
 
 def test_variance_shares_table_lists_the_class_first_then_each_factor(store):

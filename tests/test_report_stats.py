@@ -208,5 +208,5 @@ def test_summary_judges_where_the_seeds_are_not_at_the_largest_batch():
         [metric],
         Methods.of(frame),
     )
-    assert text.startswith("On synthetic at batch size 32, SimCLR has the best knn accuracy on test")
-    assert "Significant differences to FG-SSL" in text or "None of the differences to FG-SSL" in text
+    assert text.startswith("synthetic:\n- knn accuracy on test, batch 32 (mean [95% CI], 3 seeds each): SimCLR 0.560")
+    assert "Significant differences to FG-SSL" in text or "No difference to FG-SSL" in text
