@@ -181,8 +181,8 @@ def test_real_isic2018_ground_truth_with_an_extra_column_is_refused(shared_data,
     if not real.is_file():
         pytest.skip(f"{real} not found")
     root = tmp_path / "isic2018"
-    root.mkdir()
-    for part in ("Validation", "Test"):
+    (root / "ISIC2018_Task3_Training_Input").mkdir(parents=True)  # enough of a layout to be recognised
+    for part in ("Training", "Validation", "Test"):
         shutil.copy(real, root / f"ISIC2018_Task3_{part}_GroundTruth.csv")
     add_column(root / "ISIC2018_Task3_Test_GroundTruth.csv", "XYZ", {})
     problems = isic2018.plan(request(root, tmp_path / "cache")).problems
