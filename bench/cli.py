@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(sub)
     _add_tune_parser(sub)
     _add_report_parser(sub)
+    _add_compare_parser(sub)
     _add_data_parser(sub)
     _add_ui_parser(sub)
     return parser
@@ -122,6 +123,12 @@ def _add_run_parser(sub) -> None:
         "of the global batch; rank 0 logs and checkpoints); BatchNorm is synchronised across them unless "
         "train.sync_batchnorm=false",
     )
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for the sweep, split between --workers (default: OMP_NUM_THREADS if set, else the "
+        "cores that are free now: on a busy machine fewer threads run faster)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     _add_tracking_args(run)
     run.set_defaults(handler="run")
@@ -157,6 +164,15 @@ def _add_report_parser(sub) -> None:
     report.add_argument("--out", default="report.pdf", help="PDF path; tables go to <stem>_tables/ beside it")
     report.add_argument("--formats", default="pdf,md,csv,tex", help="comma-separated subset of pdf,md,csv,tex")
     report.set_defaults(handler="report")
+
+
+def _add_compare_parser(sub) -> None:
+    compare = sub.add_parser(
+        "compare", help="the methods side by side in the terminal: mean and 95%% interval, with the baselines"
+    )
+    compare.add_argument("--experiment", nargs="+", help="experiment name(s) (default: every experiment)")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
+    compare.set_defaults(handler="compare")
 
 
 def _add_data_parser(sub) -> None:

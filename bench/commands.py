@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import socket
 import sys
 from collections import Counter
@@ -15,7 +16,7 @@ from bench.ledger import Ledger
 from bench.process_group import COMMAND_LINE_TIMEOUT, DistributedContext, end_followers, init_from_env, shutdown
 from bench.resolve import apply_sets, resolve_tree, set_path
 from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
-from bench.ui import experiment_links, serve_ui
+from bench.ui import experiment_links, is_loopback, serve_ui
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
 
 SUMMARY_METRICS = (
@@ -48,24 +49,33 @@ def run(args: argparse.Namespace) -> int:
     check_experiment_name(args.experiment)
     if args.dry_run:
         return _plan(args)
-    if under_torchrun():
-        return _run_as_rank(args)
-    if args.nproc > 1:
-        # Every bad input is refused here, once, before any process starts (exit 2, one line).
-        tree = resolve_tree(args.preset, args.config, args.overrides)
-        for config in expand(tree):
-            if config.train.batch_size % args.nproc:
-                raise BenchError(
-                    f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
-                )
-        check_store(args.tracking_uri or default_tracking_uri())
-        argv = without_option(args.argv, "--nproc")
-        if "sync_batchnorm" not in (tree.get("train") or {}):
-            # Unless told otherwise, N processes train like one with the global batch: BatchNorm
-            # statistics over the global batch too.
-            argv += ["--set", "train.sync_batchnorm=true"]
-        return launch(args.nproc, argv)
-    return _run_sweep_on_rank_zero(args, None)
+    if not under_torchrun():  # torchrun's ranks get their share from the launching process
+        use_threads(args.threads)
+    from bench.workers import Terminated, stop_signals
+
+    try:
+        with stop_signals():  # SIGTERM as Ctrl-C: runs in progress are marked KILLED, checkpoints kept
+            if under_torchrun():
+                return _run_as_rank(args)
+            if args.nproc > 1:
+                # Every bad input is refused here, once, before any process starts (exit 2, one line).
+                tree = resolve_tree(args.preset, args.config, args.overrides)
+                for config in expand(tree):
+                    if config.train.batch_size % args.nproc:
+                        raise BenchError(
+                            f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
+                        )
+                check_store(args.tracking_uri or default_tracking_uri())
+                argv = without_option(args.argv, "--nproc")
+                if "sync_batchnorm" not in (tree.get("train") or {}):
+                    # Unless told otherwise, N processes train like one with the global batch: BatchNorm
+                    # statistics over the global batch too.
+                    argv += ["--set", "train.sync_batchnorm=true"]
+                return launch(args.nproc, argv)
+            return _run_sweep_on_rank_zero(args, None)
+    except Terminated as stop:
+        print(f"bench: stopped by {stop}; interrupted runs are KILLED and resume on a rerun", file=sys.stderr)
+        return 128 + signal.Signals[str(stop)]  # as a shell reports a process the signal ended
 
 
 def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | None) -> int:
@@ -90,7 +100,8 @@ def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | 
     skipped = counts["SKIPPED"]
     if skipped:
         print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
-    print(f"\nOpen the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
+    print(f"\nSide by side with the baselines: bench compare --tracking-uri '{tracker.uri}'")
+    print(f"Open the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
     return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
 
 
@@ -105,6 +116,22 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"{run_name(config)}  {config.config_hash()}")
     print(f"\n{len(configs)} run(s) planned; nothing was written (--dry-run)")
     return 0
+
+
+def use_threads(requested: int | None) -> None:
+    """The run's torch threads (``--threads``, ``OMP_NUM_THREADS`` or the free cores), set before anything
+    trains; worker processes and torchrun ranks split this budget between them."""
+    import os
+
+    import torch
+
+    from bench.threads import choose_threads
+
+    choice = choose_threads(requested)
+    if choice.note:
+        print(choice.note, file=sys.stderr)
+    torch.set_num_threads(choice.threads)
+    os.environ["OMP_NUM_THREADS"] = str(choice.threads)
 
 
 def check_experiment_name(name: str) -> None:
@@ -195,12 +222,46 @@ def _print_summary(outcomes) -> None:
         ]
         for o in outcomes
     ]
+    rows += baseline_rows(outcomes, shown)
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
     for o in outcomes:
         if o.note:
             print(f"{o.name}: {o.note}")
+
+
+def baseline_rows(outcomes, shown: list[str]) -> list[list[str]]:
+    """What a classifier that learned nothing scores on each dataset of the sweep (logged by every run as
+    ``baseline.<kind>.<split>.<metric>``), under the runs, so no score is read without them."""
+    rows: dict[tuple[str, str], list[str]] = {}
+    for o in outcomes:
+        dataset = o.name.rsplit("-", 2)[0].rsplit("-", 1)[-1]  # <method>-<dataset>-b<batch>-s<seed>
+        for kind, label in (("majority", "majority class"), ("chance", "chance")):
+            values = [o.metrics.get(_baseline_metric(m, kind)) for m in shown]
+            if (dataset, kind) not in rows and any(v is not None for v in values):
+                cells = [f"{v:.3f}" if v is not None else "-" for v in values]
+                rows[(dataset, kind)] = [f"{label} ({dataset})", "", "", *cells]
+    return list(rows.values())
+
+
+def _baseline_metric(metric: str, kind: str) -> str:
+    """``knn.test.accuracy`` -> ``baseline.majority.test.accuracy``."""
+    _, split, name = metric.split(".", 2)
+    return f"baseline.{kind}.{split}.{name}"
+
+
+def compare(args: argparse.Namespace) -> int:
+    """The report's comparison table, as text: the same code, so terminal and PDF never disagree."""
+    from reports import compare_text
+
+    uri = args.tracking_uri or default_tracking_uri()
+    require_existing_store(uri)
+    try:
+        print(compare_text(uri, args.experiment))
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    return 0
 
 
 def _data_request(args: argparse.Namespace) -> DataRequest:
@@ -246,6 +307,13 @@ def ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri()
     require_existing_store(uri)
     check_port_free(args.host, args.port)
+    if not is_loopback(args.host):
+        print(
+            f"bench: WARNING: the MLflow UI has no authentication: anyone who can reach {args.host}:{args.port} "
+            "can read, change and delete runs; use --host 127.0.0.1 (and an SSH tunnel) unless that is intended",
+            file=sys.stderr,
+            flush=True,
+        )
     base_url = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {base_url}  (Ctrl-C to stop); runs tables:", flush=True)
     print("\n".join(experiment_links(uri, base_url)) or "  (no runs yet)", flush=True)

@@ -7,16 +7,18 @@ import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from mlflow.entities import Run
 
 from bench.data import load_for_config
 from bench.devices import place, resolve_device
 from bench.errors import BenchError
-from bench.ledger import Ledger
+from bench.ledger import DISK_FULL, CheckpointNotWritten, Ledger, write_failure
 from bench.process_group import DistributedContext, broadcast_from_main, follow, on_main_then_agree
 from bench.references import REFERENCES, Prepared
 from bench.schema import RunConfig
@@ -86,8 +88,9 @@ def execute(
 ) -> RunOutcome:
     """Run one configuration to a FINISHED or FAILED MLflow run, unless it is finished already
     (skipped; ``force`` reruns) or running in another process (skipped). An interrupted run with a
-    checkpoint is resumed in the same MLflow run. Interrupts mark the run KILLED and propagate.
-    With ``wait``, a configuration held by another process is waited for instead of skipped."""
+    checkpoint is resumed in the same MLflow run; one without (killed before its first checkpoint, or
+    its checkpoint unreadable) starts over in the same MLflow run. Interrupts mark the run KILLED and
+    propagate. With ``wait``, a configuration held by another process is waited for instead of skipped."""
     name, config_hash = run_name(config), config.config_hash()
     with ledger.claim(config_hash, wait=wait) as owned:
         if not owned:
@@ -100,6 +103,7 @@ def execute(
             )
         checkpoint = None if force else ledger.load(config_hash, config.identity())
         interrupted = {r.info.run_id for r in previous if r.info.status in ("RUNNING", "KILLED", "FAILED")}
+        note = None
         if checkpoint is not None and checkpoint["run_id"] in interrupted:
             run_id = checkpoint["run_id"]
             tracker.reopen(run_id)
@@ -107,8 +111,25 @@ def execute(
             checkpoint = None
             together = ctx is not None and ctx.enabled and config.method not in REFERENCES
             world = {"world_size": str(ctx.world_size)} if together else {}
-            run_id = tracker.start_run(name, config.flat_params(), {**_tags(config), **world, **(extra_tags or {})})
-        return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook, ctx)
+            tags = {**_tags(config), **world, **(extra_tags or {})}
+            stranded = _stranded(previous)
+            if stranded is None:
+                run_id = tracker.start_run(name, config.flat_params(), tags)
+            else:
+                run_id, note = stranded, "restarted from epoch 0 in its interrupted run (no usable checkpoint)"
+                tracker.restart(run_id, config.flat_params(), tags)
+                print(f"bench: {name}: {note}", file=sys.stderr, flush=True)
+        return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook, ctx, note)
+
+
+def _stranded(runs: list[Run]) -> str | None:
+    """The newest run of a configuration left RUNNING (its process was killed) or KILLED without a
+    checkpoint to resume from: it is started over rather than left beside a second run, so reports
+    see one run per configuration. Pruned trials ended on purpose and FAILED runs keep their record."""
+    for run in runs:
+        if run.info.status in ("RUNNING", "KILLED") and run.data.tags.get("pruned") != "true":
+            return run.info.run_id
+    return None
 
 
 def _execute_claimed(
@@ -120,39 +141,73 @@ def _execute_claimed(
     progress: bool,
     epoch_hook: EpochHook | None,
     ctx: DistributedContext | None = None,
+    note: str | None = None,
 ) -> RunOutcome:
     name = run_name(config)
     start = time.perf_counter() - (checkpoint["seconds"] if checkpoint else 0.0)
     try:
-        metrics = _pretrain_and_evaluate(config, tracker, ledger, run_id, checkpoint, start, progress, epoch_hook, ctx)
+        with _torch_threads(checkpoint.get("threads") if checkpoint else None, name):
+            metrics = _pretrain_and_evaluate(
+                config, tracker, ledger, run_id, checkpoint, start, progress, epoch_hook, ctx
+            )
     except RunPruned as exc:
         tracker.set_tags(run_id, {"pruned": "true", "failure_reason": f"pruned: {exc}"})
         tracker.finish(run_id, "KILLED")
         ledger.discard(config.config_hash())
         return RunOutcome(run_id, name, "PRUNED", {}, time.perf_counter() - start, str(exc))
-    except TrainingFailed as exc:
-        tracker.set_tags(run_id, {"failure_reason": str(exc)})
-        tracker.finish(run_id, "FAILED")
-        ledger.discard(config.config_hash())
-        return RunOutcome(run_id, name, "FAILED", {}, time.perf_counter() - start, str(exc))
     except TrackingUnavailable:
         raise  # the store cannot take a failure tag either; the checkpoint stays for the resume
-    except OSError as exc:  # disk full or failing while checkpointing: stop the sweep, keep the last checkpoint
-        reason = f"{exc.strerror or type(exc).__name__}" + (f": {exc.filename}" if exc.filename else "")
-        _mark_interrupted(tracker, run_id, f"write failed ({reason})")
-        raise BenchError(
-            f"{name}: cannot write ({reason}); the last checkpoint is kept, free space and rerun to resume"
-        ) from None
-    except BaseException as exc:
-        tracker.set_tags(run_id, {"failure_reason": f"{type(exc).__name__}: {exc}"})
-        tracker.finish(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+    except Exception as exc:
+        if isinstance(exc, CheckpointNotWritten) or (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+            # Every later run would fail alike: stop the sweep, keep the last checkpoint for the resume.
+            message = write_failure(exc)
+            _mark_interrupted(tracker, run_id, message)
+            raise BenchError(f"{name}: {message}") from None
+        reason = failure_reason(exc)
+        tracker.set_tags(run_id, {"failure_reason": reason})
+        tracker.finish(run_id, "FAILED")
+        ledger.discard(config.config_hash())
+        print(f"bench: {name} FAILED: {reason}", file=sys.stderr, flush=True)
+        return RunOutcome(run_id, name, "FAILED", {}, time.perf_counter() - start, reason)
+    except BaseException as exc:  # Ctrl-C, SIGTERM: the sweep stops, the run stays resumable
+        _mark_interrupted(tracker, run_id, f"interrupted ({str(exc) or type(exc).__name__})")
         raise
     seconds = time.perf_counter() - start
     tracker.log_metrics(run_id, {"run.seconds": seconds}, step=0)
     tracker.finish(run_id, "FINISHED")
     ledger.discard(config.config_hash())
-    note = f"resumed after epoch {checkpoint['epoch'] + 1}" if checkpoint else None
+    if checkpoint:
+        note = f"resumed after epoch {checkpoint['epoch'] + 1}"
     return RunOutcome(run_id, name, "FINISHED", metrics, seconds, note)
+
+
+def failure_reason(exc: Exception) -> str:
+    """The ``failure_reason`` of a run that failed: the message of an expected failure (NaN loss,
+    collapse); for any other error also its type and the line that raised it, so that it can be
+    traced from the store alone. Bounded: MLflow tags hold a few thousand characters."""
+    if isinstance(exc, TrainingFailed):
+        return str(exc)[:1000]
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return f"{type(exc).__name__}: {str(exc)[:900]} ({Path(where.filename).name}:{where.lineno})"
+
+
+@contextlib.contextmanager
+def _torch_threads(recorded: int | None, name: str) -> Iterator[None]:
+    """A run resumes at the torch thread count it started with (its checkpoint records it): CPU results
+    repeat bit for bit only at one count, and a rerun under other ``--workers`` or OMP_NUM_THREADS
+    would otherwise finish the run at another."""
+    current = torch.get_num_threads()
+    if recorded is not None and recorded != current:
+        print(
+            f"bench: {name}: resuming with {recorded} torch thread(s) as it started (this process has {current})",
+            file=sys.stderr,
+            flush=True,
+        )
+        torch.set_num_threads(recorded)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(current)
 
 
 def _mark_interrupted(tracker: Tracker, run_id: str, reason: str) -> None:
@@ -237,6 +292,7 @@ def _pretrain_and_evaluate(
                 "run_id": run_id,
                 "config": config.identity(),
                 "seconds": time.perf_counter() - start,
+                "threads": torch.get_num_threads(),
             }
             # Checkpoint first: if the store is down, this epoch is kept and its metrics re-logged on resume.
             ledger.save(config.config_hash(), state)
@@ -316,8 +372,7 @@ def follow_rank_zero(ctx: DistributedContext) -> int:
 
 def _relog_last_epoch(tracker: Tracker, run_id: str, checkpoint: dict) -> None:
     """A run stopped between its checkpoint and its metrics (tracking server down) gets them now."""
-    logged = {m.step for m in tracker.client.get_metric_history(run_id, "train.loss")}
-    if checkpoint["epoch"] not in logged and "epoch_metrics" in checkpoint:
+    if checkpoint["epoch"] not in tracker.logged_steps(run_id, "train.loss") and "epoch_metrics" in checkpoint:
         tracker.log_metrics(run_id, checkpoint["epoch_metrics"], checkpoint["epoch"])
 
 

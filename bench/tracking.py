@@ -7,6 +7,8 @@ process (a sweep) never leak state into each other.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
 import platform
 import re
@@ -56,9 +58,21 @@ def local_store_dir(uri: str) -> Path | None:
     return None
 
 
+def in_memory(uri: str) -> bool:
+    """``sqlite://``, ``sqlite:///:memory:`` and the like: a store that is gone when the process exits."""
+    parsed = urlparse(uri)
+    database = parsed.path.removeprefix("/")
+    return parsed.scheme.startswith("sqlite") and (database in ("", ":memory:") or "mode=memory" in parsed.query)
+
+
 def check_store(uri: str) -> None:
-    """Fail before any training when runs could not be logged: a local store that cannot be written
-    or a tracking server that does not answer. Creates nothing."""
+    """Fail before any training when runs could not be logged or kept: an in-memory store, a local store
+    that cannot be written or a tracking server that does not answer. Creates nothing."""
+    if in_memory(uri):
+        raise BenchError(
+            f"--tracking-uri {uri} is an in-memory store whose runs vanish when bench exits; "
+            "use a file (sqlite:///path/to/mlflow.db) or omit --tracking-uri"
+        )
     directory = local_store_dir(uri)
     if directory is None:
         check_reachable(uri)
@@ -102,6 +116,75 @@ class TrackingUnavailable(BenchError):
     """The tracking store stopped answering during a run: the run's checkpoint is kept for a resume."""
 
 
+def root_cause(exc: BaseException) -> str:
+    """The first line of the innermost exception (``database or disk is full``, ``attempt to write a
+    readonly database``, ``Connection refused``), which is what the user can act on; the wrappers above
+    it say how it surfaced (``raised as a result of Query-invoked autoflush``). Follows the chain as a
+    traceback prints it: the explicit cause, else the context unless it was suppressed."""
+    seen = {id(exc)}
+    while True:
+        inner = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+        if inner is None or id(inner) in seen:
+            break
+        seen.add(id(inner))
+        exc = inner
+    text = str(exc).strip()
+    return text.splitlines()[0][-300:] if text else type(exc).__name__
+
+
+_store_calls = 0  # calls into the store in progress in this process (they nest)
+_held_stop: list[BaseException] = []  # a stop signal's exception, held until the store call returns
+
+
+def stop_or_hold(stop: BaseException) -> None:
+    """What a stop-signal handler calls: raise ``stop`` now or, during a call into the store, as soon as
+    that call returns. Raised inside SQLAlchemy, an exception can leave a pooled SQLite connection in
+    its transaction, holding the database lock, so every later write of the process (marking the run
+    KILLED) fails with "database is locked". A second stop while one is held is raised at once: a way
+    out of a store call that hangs."""
+    if _store_calls and not _held_stop:
+        _held_stop.append(stop)
+        return
+    _held_stop.clear()
+    raise stop
+
+
+@contextlib.contextmanager
+def _store_call() -> Iterator[None]:
+    global _store_calls
+    _store_calls += 1
+    try:
+        yield
+    finally:
+        _store_calls -= 1
+    if _held_stop and not _store_calls:
+        raise _held_stop.pop()
+
+
+_OPENED: set[str] = set()  # the SQLite stores this process has created or found ready
+
+
+def open_store(uri: str) -> None:
+    """Create and migrate a new local SQLite store under a file lock beside the database, once per
+    process: two processes that open a fresh store at once both run MLflow's schema migration
+    otherwise, and one fails ("duplicate column", "table already exists"). Other stores: nothing."""
+    if uri in _OPENED or urlparse(uri).scheme != "sqlite":
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    database.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = os.open(database.with_name(database.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a read-only folder: no store can be created in it, so no creation can race
+        _OPENED.add(uri)
+        return
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the descriptor is closed
+        MlflowClient(tracking_uri=uri)  # builds the store: creates and migrates its tables if new
+    finally:
+        os.close(lock)
+    _OPENED.add(uri)
+
+
 @dataclass(frozen=True)
 class Tracker:
     """An MLflow store and experiment that runs are logged to."""
@@ -114,54 +197,81 @@ class Tracker:
 
     @property
     def client(self) -> MlflowClient:
+        open_store(self.uri)
         return MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self) -> str:
         directory = local_store_dir(self.uri)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-        client = self.client
-        found = client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            return found.experiment_id
-        location = (directory / "artifacts").resolve().as_uri() if directory else None
-        try:
-            return client.create_experiment(self.experiment, artifact_location=location)
-        except MlflowException as exc:  # another worker created it between our lookup and now
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            return client.get_experiment_by_name(self.experiment).experiment_id
+        with _store_call():
+            client = self.client
+            found = client.get_experiment_by_name(self.experiment)
+            if found is not None:
+                return found.experiment_id
+            location = (directory / "artifacts").resolve().as_uri() if directory else None
+            try:
+                return client.create_experiment(self.experiment, artifact_location=location)
+            except MlflowException as exc:  # another worker created it between our lookup and now
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                return client.get_experiment_by_name(self.experiment).experiment_id
 
     @contextlib.contextmanager
     def writing(self, what: str) -> Iterator[None]:
-        """Turn a store that stopped accepting writes (server down, disk full) into one clear error."""
-        try:
-            yield
-        except (MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError) as exc:
-            reason = str(exc).splitlines()[0][-300:] if str(exc) else type(exc).__name__
-            raise TrackingUnavailable(f"cannot {what} in the tracking store {self.uri}: {reason}") from None
+        """Turn a store that stopped accepting writes (server down, disk full) into one clear line with
+        the root cause; MLflow's own log of the failed write (a whole traceback) is held back meanwhile."""
+        database_log = logging.getLogger("mlflow.store.db.utils")
+        level = database_log.level
+        with _store_call():
+            database_log.setLevel(logging.CRITICAL)
+            try:
+                yield
+            except (MlflowException, OSError, requests.RequestException, sqlalchemy.exc.SQLAlchemyError) as exc:
+                reason = root_cause(exc)
+                raise TrackingUnavailable(f"cannot {what} in the tracking store {self.uri}: {reason}") from None
+            finally:
+                database_log.setLevel(level)
 
     def start_run(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
-        client = self.client
         with self.writing("create a run"):
-            run = client.create_run(self.experiment_id(), run_name=name, tags=tags)
-            items = [Param(k, v) for k, v in params.items()]
-            for start in range(0, len(items), _BATCH):
-                client.log_batch(run.info.run_id, params=items[start : start + _BATCH])
+            run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
+            self._log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def _log_params(self, run_id: str, params: dict[str, str]) -> None:
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), _BATCH):
+            self.client.log_batch(run_id, params=items[start : start + _BATCH])
 
     def find_runs(self, config_hash: str) -> list[Run]:
         """Runs of this experiment with the given config hash, newest first."""
-        return self.client.search_runs(
-            [self.experiment_id()], filter_string=f"tags.config_hash = '{config_hash}'", order_by=["start_time DESC"]
-        )
+        query = f"tags.config_hash = '{config_hash}'"
+        with _store_call():
+            return self.client.search_runs([self.experiment_id()], filter_string=query, order_by=["start_time DESC"])
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which the run has a value of the metric."""
+        with _store_call():
+            return {metric.step for metric in self.client.get_metric_history(run_id, key)}
 
     def reopen(self, run_id: str) -> None:
         """Mark an interrupted run as running again (and forget why it stopped) before resuming it."""
         client = self.client
-        client.update_run(run_id, status="RUNNING")
-        if "failure_reason" in client.get_run(run_id).data.tags:
-            client.delete_tag(run_id, "failure_reason")
+        with self.writing("reopen the run"):
+            client.update_run(run_id, status="RUNNING")
+            if "failure_reason" in client.get_run(run_id).data.tags:
+                client.delete_tag(run_id, "failure_reason")
+
+    def restart(self, run_id: str, params: dict[str, str], tags: dict[str, str]) -> None:
+        """Start an interrupted run over in place (a process killed before its first checkpoint left it
+        RUNNING), so its configuration keeps one run: running again, tags of this start, and the params
+        it had not logged yet (those it had are the same config, bar paths and device)."""
+        self.reopen(run_id)
+        with self.writing("restart the run"):
+            logged = self.client.get_run(run_id).data.params
+            self._log_params(run_id, {k: v for k, v in params.items() if k not in logged})
+        self.set_tags(run_id, tags)
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
         timestamp = _now_ms()

@@ -9,8 +9,10 @@ and ``bench ui`` takes the whole group down on any stop signal.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -30,6 +32,16 @@ def experiment_links(uri: str, base_url: str) -> list[str]:
             url = f"{base_url}/#/experiments/{experiment.experiment_id}/runs"
             lines.append(f"  {experiment.name} ({len(runs)} runs): {url}")
     return lines
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach a server on ``host``: every address it resolves to is a
+    loopback one (``0.0.0.0`` and ``::`` are every interface; a name that does not resolve is not)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def serve_ui(uri: str, host: str, port: int) -> int:

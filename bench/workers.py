@@ -7,15 +7,24 @@ the same store the lock (and the FINISHED check under it) keeps every configurat
 Workers are spawned (not forked: no inherited torch or MLflow state) and split the parent's torch
 threads between them. Progress bars are off in workers (their output would interleave); each
 worker prints its per-epoch lines, prefixed by the run name.
+
+SIGTERM stops ``bench run`` as Ctrl-C does (``Terminated`` is a ``KeyboardInterrupt``): the run in
+progress is marked KILLED and keeps its checkpoint. The parent passes the stop on to its workers, which
+do the same with their runs, and kills any worker that has not exited within ``STOP_SECONDS``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
 
 import torch
 
@@ -23,7 +32,43 @@ from bench.ledger import Ledger
 from bench.process_group import DistributedContext
 from bench.run import RUNNING_ELSEWHERE, RunOutcome, execute, run_name
 from bench.schema import RunConfig
-from bench.tracking import Tracker
+from bench.tracking import Tracker, stop_or_hold
+
+STOP_SECONDS = 60.0  # for a stopped worker to mark its run KILLED and exit before it is killed
+
+
+class Terminated(KeyboardInterrupt):
+    """A stop signal, handled as Ctrl-C is; its message is the signal's name (SIGTERM, or SIGINT when
+    only the workers were interrupted)."""
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` and Ctrl-C ``KeyboardInterrupt``, either
+    after the call into the store in progress, if any (``stop_or_hold``). SIGTERM does so once: a second
+    one (a service manager signals every process of the group) must not cut the clean-up short; its
+    handler stays installed and does nothing, since CPython turns a signal that arrives as a handler is
+    swapped for SIG_IGN into an OSError ("ignored due to race condition") in whatever code runs."""
+    terminated = False
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        nonlocal terminated
+        if not terminated:
+            terminated = True
+            stop_or_hold(Terminated("SIGTERM"))
+
+    def on_sigint(signum: int, frame: object) -> None:
+        stop_or_hold(KeyboardInterrupt())
+
+    handlers = {signal.SIGTERM: on_sigterm}
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where SIGINT is ignored (nohup, &)
+        handlers[signal.SIGINT] = on_sigint
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_sweep(
@@ -57,13 +102,37 @@ def threads_per_worker(workers: int, available: int | None = None) -> int:
     return max(1, budget // workers)
 
 
+_busy = False  # a worker is inside a run: a stop signal interrupts it there
+_stopped_by: str | None = None  # the stop signal's name, once one came: the worker starts no further run
+
+
 def _init_worker(threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     torch.set_num_threads(threads)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop_worker)
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    """The first stop signal ends the worker's run as Ctrl-C would (KILLED, checkpoint kept); later ones
+    do nothing, since Ctrl-C reaches a worker from the terminal and again from the parent. Between runs
+    it only stops the worker from starting another, and the pool's shutdown ends it."""
+    global _stopped_by
+    if _stopped_by is None:
+        _stopped_by = signal.Signals(signum).name
+        if _busy:
+            stop_or_hold(Terminated(_stopped_by))
 
 
 def _run_one(config: RunConfig, tracker: Tracker, ledger: Ledger, force: bool) -> RunOutcome:
-    return execute(config, tracker, ledger, progress=False, force=force)
+    global _busy
+    _busy = True
+    try:
+        if _stopped_by is not None:
+            raise Terminated(_stopped_by)
+        return execute(config, tracker, ledger, progress=False, force=force)
+    finally:
+        _busy = False
 
 
 def run_parallel(
@@ -114,5 +183,31 @@ def _run_pending(configs, pending, outcomes, tracker, ledger, workers, threads, 
             print(
                 f"bench: {outcome.name} {outcome.status} ({outcome.seconds / 60:.1f} min)", file=sys.stderr, flush=True
             )
+    except BaseException:  # Ctrl-C, SIGTERM, or the parent failing: no worker may train on alone
+        _stop_workers(executor)
+        raise
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(executor: ProcessPoolExecutor) -> None:
+    """Signal every worker to stop, cancel what none has started, and wait for them to exit; a worker
+    still there after ``STOP_SECONDS`` is killed (its run stays RUNNING and a rerun takes it up again)."""
+    processes: list[BaseProcess] = list((executor._processes or {}).values())  # the pool names no public way
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+    watchdog = threading.Timer(STOP_SECONDS, _kill_remaining, [processes])
+    watchdog.start()
+    try:
+        executor.shutdown(wait=True, cancel_futures=True)
+    finally:
+        watchdog.cancel()
+
+
+def _kill_remaining(processes: list[BaseProcess]) -> None:
+    """The watchdog's last resort: a worker stuck in its clean-up must not outlive ``bench run``."""
+    for process in processes:
+        if process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()

@@ -34,7 +34,7 @@ def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "bench ui --tracking-uri" in done.stdout
     logged = runs(uri)
-    assert sorted(r.data.tags["method"] for r in logged) == ["barlow", "byol", "fgssl", "simclr"]
+    assert sorted(r.data.tags["method"] for r in logged) == ["barlow", "byol", "fgssl", "rotation", "simclr", "simsiam"]
     for run in logged:
         assert run.info.status == "FINISHED"
         assert 0 <= run.data.metrics["knn.test.accuracy"] <= 1
@@ -74,6 +74,9 @@ def test_reference_run_is_logged_without_training(tmp_path):
 def test_data_check_reports_and_exit_codes(tmp_path, capsys):
     assert main(["data", "check", "synthetic", "--size", "32"]) == 0
     assert "no problems found" in capsys.readouterr().out
+    assert main(["data", "check", "isic2017", "--root", str(tmp_path)]) == 2  # nothing there: what to run
+    assert "to download it: bench data download isic2017" in capsys.readouterr().err
+    (tmp_path / "ISIC-2017_Training_Data").mkdir()  # a layout begun: the report names what is missing
     assert main(["data", "check", "isic2017", "--root", str(tmp_path)]) == 2
     assert "ISIC-2017_Training_Part3_GroundTruth.csv: file not found" in capsys.readouterr().out
     assert main(["data", "download", "aptos2019", "--root", str(tmp_path)]) == 2
@@ -88,7 +91,7 @@ def test_run_all_methods_on_the_real_isic2017(tmp_path, shared_data):
     args = ["run", "--methods", "all", "--dataset", "isic2017", "--data-root", str(root), *SMOKE, "--epochs", "1"]
     assert main([*args, "--tracking-uri", uri, "--cache-dir", str(tmp_path / "cache")]) == 0
     logged = runs(uri)
-    assert len(logged) == 4 and all(r.info.status == "FINISHED" for r in logged)
+    assert len(logged) == 6 and all(r.info.status == "FINISHED" for r in logged)
     assert {r.data.tags["task"] for r in logged} == {"3class"}
     assert {r.data.params["method.grids"] for r in logged if r.data.tags["method"] == "fgssl"} == {"16,8,4"}
 
@@ -105,3 +108,17 @@ def test_help_and_argument_errors_import_nothing_heavy(argv):
     assert done.returncode in (0, 2), done.stderr
     imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
     assert not imported & set(HEAVY), sorted(imported & set(HEAVY))
+
+
+def test_the_end_of_run_table_shows_the_baselines_of_each_dataset():
+    from bench.commands import baseline_rows
+    from bench.run import RunOutcome
+
+    base = {"baseline.majority.test.accuracy": 0.655, "baseline.chance.test.accuracy": 1 / 3}
+    outcomes = [
+        RunOutcome("a", "simclr-isic2017-b32-s0", "FINISHED", {"knn.test.accuracy": 0.6, **base}, 1.0),
+        RunOutcome("b", "fgssl[levels-1]-isic2017-b32-s1", "FINISHED", {"knn.test.accuracy": 0.5, **base}, 1.0),
+        RunOutcome("c", "byol-synthetic-b32-s0", "FAILED", {}, 1.0),
+    ]
+    rows = baseline_rows(outcomes, ["knn.test.accuracy"])
+    assert rows == [["majority class (isic2017)", "", "", "0.655"], ["chance (isic2017)", "", "", "0.333"]]
