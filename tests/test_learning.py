@@ -22,7 +22,7 @@ def test_loss_falls_and_knn_beats_chance(tmp_path, method):
         load_preset("smoke"),
         {
             "methods": [method],
-            "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128]},
+            "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128], "train_limit": None, "eval_limit": None},
             "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-6},
             "train": {"epochs": 8, "batch_size": 64},
             # The cpu preset's view options, made for this data (FG-SSL's views get colour jitter).

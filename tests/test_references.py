@@ -120,7 +120,7 @@ def test_supervised_reference_learns(tmp_path):
         load_preset("smoke"),
         {
             "methods": ["supervised"],
-            "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128]},
+            "data": {"image_size": 64, "synthetic_sizes": [512, 128, 128], "train_limit": None, "eval_limit": None},
             "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-6},
             "train": {"epochs": 8, "batch_size": 64},
         },
