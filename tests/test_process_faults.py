@@ -173,7 +173,16 @@ def test_truncated_and_random_checkpoints_are_set_aside_and_their_runs_restart(t
 @pytest.mark.slow
 def test_sigkill_before_the_first_checkpoint_restarts_the_run_in_place(tmp_path):
     uri, folder = store(tmp_path)
-    args = ["--methods", "simclr", "--epochs", "1", "--set", "data.synthetic_sizes=[768,64,64]", "--set", "data.train_limit=null"]
+    args = [
+        "--methods",
+        "simclr",
+        "--epochs",
+        "1",
+        "--set",
+        "data.synthetic_sizes=[768,64,64]",
+        "--set",
+        "data.train_limit=null",
+    ]
     killed = start(uri, tmp_path, *args)
     wait_for(lambda: run_rows(folder) == 1, killed)
     time.sleep(1.0)  # into the first epoch, which takes several seconds
