@@ -1,5 +1,5 @@
 """Names a user types (methods, datasets): matched without regard to case, and a near miss answered
-with the name that was probably meant, so ``ISIC2017`` runs and ``fg-ssl`` says "did you mean 'fgssl'"."""
+with the name that was probably meant, so ``ISIC2017`` runs and a hyphenated method name gets "did you mean"."""
 
 from __future__ import annotations
 
