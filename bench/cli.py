@@ -96,9 +96,11 @@ def _add_run_parser(sub) -> None:
     run.add_argument("--finetune-epochs", type=int, help="fine-tuning epochs (protocol finetune)")
     run.add_argument(
         "--weights",
-        metavar="PATH",
-        help="local torchvision-format state dict the backbone starts from, for any method (never downloaded); "
-        "with random_init this is the ImageNet reference",
+        metavar="PATH|imagenet|imagenet-v2",
+        help="what the backbone starts from, for any method: a local torchvision-format state dict, or "
+        "torchvision's ImageNet weights (imagenet: IMAGENET1K_V1, as the paper; imagenet-v2: IMAGENET1K_V2), "
+        "downloaded once into torch's hub cache ($TORCH_HOME/hub/checkpoints); the file's sha256 identifies "
+        "the run. With random_init this is the ImageNet reference",
     )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), help="training device (default: auto)")
     run.add_argument(

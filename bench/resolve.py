@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from bench.errors import BenchError
+from bench.imagenet import fetch, is_named, named_weights
 from bench.preset_files import PRESET_DIR, PRESETS
 from bench.references import REFERENCES
 from bench.schema import FINETUNE_MODES, SECTIONS, EvalConfig, ModelConfig, RunConfig
@@ -128,13 +129,12 @@ def build_run_config(
     given = _per_method(tree, "method_options", method)
     facts = _dataset_facts(dataset, sections["data"].image_size)
     options = resolve_method_options(method, given, facts, tree.get("jigsaw_grids"))
-    sections["model"] = resolve_weights(sections["model"])
     sections["eval"] = resolve_finetune(sections["eval"], method, facts, options)
     config = RunConfig(
         method=method, method_options=options, device=tree.get("device", "auto"), ablation=ablation, **sections
     )
-    validate(config)
-    return config
+    validate(config)  # before the weights: no download for a config that is refused anyway
+    return dataclasses.replace(config, model=resolve_weights(config.model))
 
 
 def _per_method(tree: dict[str, Any], section: str, method: str, first_part: bool = False) -> dict[str, Any]:
@@ -230,14 +230,20 @@ def _with_grids(cls: Any, options: dict[str, Any], grids: tuple[int, ...]) -> di
 
 def resolve_weights(model: ModelConfig) -> ModelConfig:
     """Fill in the sha256 of the weights file (a clear error when it is missing or another file
-    than a pinned ``weights_sha256`` says), so runs from different weights never share a hash."""
+    than a pinned ``weights_sha256`` says), so runs from different weights never share a hash.
+
+    A name (``imagenet``) is fetched into torch's hub cache first, unless it is there already; its
+    sha256 is then that of the cached file, so the hash is the one ``--weights <that file>`` gives."""
     if model.weights is None:
         if model.weights_sha256 is not None:
             raise BenchError("model.weights_sha256 is set but model.weights (--weights) is not")
         return model
-    digest = file_sha256(model.weights)
+    path = model.weights
+    if is_named(model.weights):
+        path = str(fetch(named_weights(model.weights, model.backbone), model.weights_sha256))
+    digest = file_sha256(path)
     if model.weights_sha256 is not None and model.weights_sha256 != digest:
-        raise BenchError(f"weights file {model.weights} has sha256 {digest}, not the expected {model.weights_sha256}")
+        raise BenchError(f"weights file {path} has sha256 {digest}, not the expected {model.weights_sha256}")
     return dataclasses.replace(model, weights_sha256=digest)
 
 

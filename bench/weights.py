@@ -1,8 +1,9 @@
-"""Backbones that start from a local weights file (``--weights PATH``; never downloaded).
+"""Backbones that start from a weights file: ``--weights PATH``, or a name (``--weights imagenet``) that
+bench/imagenet.py fetched into torch's hub cache when the config was resolved.
 
 The file is a torchvision-format state dict of the configured ResNet (``torch.save(model.state_dict())``
 of ``torchvision.models.resnet18()``, say; the ``fc`` classifier may be present). It is identified by
-its sha256, which goes into the run's params, tags and config hash; its path does not.
+its sha256, which goes into the run's params, tags and config hash; its path (or name) does not.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from bench.errors import BenchError
+from bench.imagenet import local_file
 from methods.backbones import BACKBONES, Backbone
 
 
@@ -38,10 +40,10 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def check_weights(path: str, backbone: str, sha256: str) -> None:
+def check_weights(weights: str, backbone: str, sha256: str) -> None:
     """Refuse, in one line, a file that is not a state dict of ``backbone`` (keys and shapes), before
     any run is logged. ``sha256`` keys the memo, so a file is read once per sweep."""
-    _check(str(Path(path).expanduser()), backbone, sha256)
+    _check(str(Path(local_file(weights, backbone)).expanduser()), backbone, sha256)
 
 
 @functools.lru_cache(maxsize=16)
@@ -83,6 +85,7 @@ def build_backbone(name: str, stem: str, weights: str | None, sha256: str | None
     """
     if weights is None:
         return Backbone(name, stem)
+    weights = local_file(weights, name)
     digest = file_sha256(weights)
     if sha256 is not None and digest != sha256:
         raise BenchError(f"weights file {weights} changed since the run was configured (sha256 {digest}, not {sha256})")

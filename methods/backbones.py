@@ -59,7 +59,8 @@ class Backbone(nn.Module):
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load local weights (never downloaded); the classifier ``fc`` is kept so torchvision files load as-is."""
+    """Load a local weights file (bench fetches named ImageNet weights into it beforehand); the classifier
+    ``fc`` is kept so torchvision files load as-is."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     return torch.load(path, map_location="cpu", weights_only=True)

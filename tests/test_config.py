@@ -2,22 +2,39 @@
 
 import pytest
 import torch
+from torchvision import models
 
 from bench.errors import BenchError
+from bench.imagenet import MIRROR_ENV, named_weights
 from bench.resolve import PRESETS, build_run_config, deep_merge, load_preset
 from bench.sweep import expand
+from bench.weights import file_sha256
 
 
 def config(tree=None, method="fgssl", dataset="synthetic", batch_size=32, seed=0):
     return build_run_config(deep_merge(load_preset("smoke"), tree or {}), method, dataset, batch_size, seed)
 
 
-def test_presets_are_data_and_all_resolve():
+@pytest.fixture
+def imagenet_resnet50(tmp_path, monkeypatch):
+    """torch's hub cache holding a ResNet-50 file under the name of torchvision's ImageNet weights (the
+    paper preset's), and no way to download anything; returns the file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv(MIRROR_ENV, "http://127.0.0.1:9")  # nothing listens on the discard port
+    path = named_weights("imagenet", "resnet50").path
+    path.parent.mkdir(parents=True)
+    torch.save(models.resnet50().state_dict(), path)
+    return path
+
+
+def test_presets_are_data_and_all_resolve(imagenet_resnet50):
     assert set(PRESETS) == {"smoke", "cpu", "paper"}
     for preset in PRESETS:
         tree = load_preset(preset)
         for method in ("simclr", "byol", "barlow", "fgssl", "random_init"):
             build_run_config(tree, method, "isic2017", 32, 0)
+    paper = build_run_config(load_preset("paper"), "barlow", "isic2017", 32, 0)
+    assert paper.model.weights == "imagenet" and paper.model.weights_sha256 == file_sha256(imagenet_resnet50)
 
 
 def test_hash_ignores_paths_and_device_but_not_results_relevant_values():

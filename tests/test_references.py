@@ -98,7 +98,7 @@ def bad_weights(tmp_path, weights_file):
             "does not match resnet50:",
         ),
         (["--weights", str(not_a_state_dict)], f"weights file {not_a_state_dict} is not a torchvision state dict"),
-        (["--weights", str(path), "--set", "model.weights_sha256=abc"], "not the expected abc"),
+        (["--weights", str(path), "--set", f"model.weights_sha256={'ab' * 32}"], f"not the expected {'ab' * 32}"),
     ]
 
 
