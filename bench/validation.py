@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bench.devices import resolve_device
 from bench.errors import BenchError
+from bench.imagenet import is_named, named_weights
 from bench.schema import DEVICES, EVAL_PROTOCOLS, OPTIMIZERS, EvalConfig, RunConfig, ViewsConfig
 from methods.backbones import BACKBONES, STEMS
 from methods.jigsaw import check_grid
@@ -66,6 +67,8 @@ def validate(config: RunConfig) -> None:
         if not ok:
             raise BenchError(message)
     check_cache_dir(config.data.cache_dir)
+    if is_named(config.model.weights):  # a name torchvision has no file for, before anything is downloaded
+        named_weights(config.model.weights, config.model.backbone)
     resolve_device(config.device)  # --device cuda on a machine without CUDA, before any run is created
     for grid in config.eval.finetune_grids if "finetune" in config.eval.protocols else ():
         try:
