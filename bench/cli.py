@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tune_parser(sub)
     _add_report_parser(sub)
     _add_compare_parser(sub)
+    _add_reproduce_parser(sub)
     _add_data_parser(sub)
     _add_ui_parser(sub)
     return parser
@@ -175,6 +176,40 @@ def _add_compare_parser(sub) -> None:
     compare.add_argument("--experiment", nargs="+", help="experiment name(s) (default: every experiment)")
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
     compare.set_defaults(handler="compare")
+
+
+def _add_reproduce_parser(sub) -> None:
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="the paper's protocol for one dataset (SSL pretraining, progressive fine-tune with AugMix and CutMix, "
+        "selection on validation) through bench run, then DIR/reproduce.md beside the paper's figures",
+    )
+    reproduce.add_argument("dataset", help="isic2017, isic2018, aptos2019 or synthetic")
+    reproduce.add_argument(
+        "--scale",
+        required=True,
+        choices=("paper", "cpu", "smoke"),
+        help="paper: the full protocol for a GPU (ResNet-50, ImageNet weights, 224 px); cpu and smoke: the same "
+        "pipeline shrunk (ResNet-18 from scratch, small images, few epochs), not comparable to the paper",
+    )
+    reproduce.add_argument("--data-root", help="folder with the dataset in its official layout")
+    reproduce.add_argument("--cache-dir", help="where decoded images are cached")
+    reproduce.add_argument(
+        "--out", help="folder for reproduce.md and the report's tables (default: reproduce-DATASET-SCALE)"
+    )
+    reproduce.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the scale's, bench/scales.yaml)")
+    reproduce.add_argument(
+        "--methods", nargs="+", help="only these of the scale's methods or others (default: the scale's)"
+    )
+    reproduce.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="any config key, e.g. data.task=sk"
+    )
+    reproduce.add_argument("--workers", type=int, default=1, help="parallel worker processes, as for bench run")
+    reproduce.add_argument("--dry-run", action="store_true", help="list the runs it would start; write nothing")
+    reproduce.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
+    reproduce.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
+    reproduce.add_argument("--experiment", help="MLflow experiment name (default: reproduce-DATASET-SCALE)")
+    reproduce.set_defaults(handler="reproduce")
 
 
 def _add_data_parser(sub) -> None:

@@ -264,6 +264,13 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def reproduce(args: argparse.Namespace) -> int:
+    """``bench reproduce``: a sweep through ``run`` above, then its page beside the paper's figures."""
+    from bench.reproduce import run_reproduce
+
+    return run_reproduce(args)
+
+
 def _data_request(args: argparse.Namespace) -> DataRequest:
     return DataRequest(
         image_size=args.size,

@@ -12,6 +12,10 @@ Two ways to fine-tune a pretrained backbone (a copy: the pretrained model itself
   (``eval.finetune_block_channels``, ``eval.finetune_embed_dim``), so the progressive fine-tune can
   be applied to every method and the effect of pretraining separated from that of fine-tuning.
 
+Train augmentation: crop and flips; ``eval.finetune_augmix`` adds AugMix and ``eval.finetune_cutmix_alpha``
+CutMix on the batches, with the loss on the mixed labels (the authors' recipe; datasets/augmix.py,
+datasets/cutmix.py).
+
 Model selection: after every epoch the model is scored on validation (balanced accuracy); the test
 split is scored once, with the weights of the selected epoch (ties: the earliest). The authors scored
 test every epoch; the harness does not.
@@ -39,6 +43,7 @@ from bench.schema import EvalConfig, OptimConfig
 from bench.trainer import EpochLoop, EpochStats
 from datasets import Dataset, ImageSplit
 from datasets.augment import build_eval_transform, build_finetune_transform
+from datasets.cutmix import CutMix
 from methods.backbones import Backbone
 from methods.base import ParamGroup, SSLMethod, StepLoss
 from methods.hierarchy import LEVELS, Hierarchy
@@ -47,6 +52,30 @@ from methods.jigsaw import jigsaw
 DATA_ORDER_STREAM, AUGMENT_STREAM = 2, 3  # distinct from the SSL trainer's streams (0, 1)
 HEAD_SEED_OFFSET = 1_000_003
 PMG_CONCAT_WEIGHT = 2.0
+
+
+@dataclass(frozen=True)
+class MixedTargets:
+    """CutMix's labels: per image its own label ``own``, the pasted image's ``pasted`` and the share of its
+    own pixels ``weight``, so the loss is ``weight * CE(own) + (1 - weight) * CE(pasted)`` per image."""
+
+    own: torch.Tensor
+    pasted: torch.Tensor
+    weight: torch.Tensor
+
+
+Targets = torch.Tensor | MixedTargets
+
+
+def cross_entropy(logits: torch.Tensor, targets: Targets) -> torch.Tensor:
+    """Mean cross-entropy over the batch; with ``MixedTargets`` each image's two labels weighted by its
+    pixel shares (the CutMix loss; with one weight for the batch it is the authors' ``lam * CE(y_a) +
+    (1 - lam) * CE(y_b)``)."""
+    if isinstance(targets, torch.Tensor):
+        return F.cross_entropy(logits, targets)
+    own = F.cross_entropy(logits, targets.own, reduction="none")
+    pasted = F.cross_entropy(logits, targets.pasted, reduction="none")
+    return (targets.weight * own + (1.0 - targets.weight) * pasted).mean()
 
 
 class PlainClassifier(nn.Module):
@@ -62,8 +91,8 @@ class PlainClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
 
-    def training_steps(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> Iterator[StepLoss]:
-        yield StepLoss("ce", F.cross_entropy(self(x), y))
+    def training_steps(self, x: torch.Tensor, y: Targets, generator: torch.Generator) -> Iterator[StepLoss]:
+        yield StepLoss("ce", cross_entropy(self(x), y))
 
 
 class ProgressiveClassifier(nn.Module):
@@ -101,16 +130,17 @@ class ProgressiveClassifier(nn.Module):
         """The prediction PMG makes: the sum of the four heads' logits."""
         return torch.stack(self.level_logits(x)).sum(dim=0)
 
-    def training_steps(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> Iterator[StepLoss]:
+    def training_steps(self, x: torch.Tensor, y: Targets, generator: torch.Generator) -> Iterator[StepLoss]:
         """Level k on a jigsaw of grid n_k (only the backbone up to stage k runs), then the concat head
-        on the unshuffled images; the caller steps the optimizer after each."""
+        on the unshuffled images; the caller steps the optimizer after each. CutMixed images are cut into
+        puzzles after mixing, with the same mixed labels in every step (as the authors do)."""
         for level in LEVELS:
             puzzle = jigsaw(x, self.grids[level - 1], generator=generator)
             hidden = self.hierarchy.level_hidden(self.backbone, level, puzzle)
             logits = self.classifiers[level - 1](self.hierarchy.embeddings[level - 1](hidden))
-            yield StepLoss(f"level{level}", F.cross_entropy(logits, y))
+            yield StepLoss(f"level{level}", cross_entropy(logits, y))
         logits = self.concat_classifier(self.hierarchy.concat(self.hierarchy.hidden(self.backbone, x)))
-        yield StepLoss("concat", self.concat_weight * F.cross_entropy(logits, y))
+        yield StepLoss("concat", self.concat_weight * cross_entropy(logits, y))
 
 
 Classifier = PlainClassifier | ProgressiveClassifier
@@ -145,7 +175,8 @@ def build_classifier(
 
 class ClassifierTrainer(EpochLoop):
     """Supervised training of a classifier (fine-tuning, the supervised reference): one
-    cross-entropy step per loss the classifier yields, backbone at its own learning-rate scale."""
+    cross-entropy step per loss the classifier yields, backbone at its own learning-rate scale; with
+    ``cutmix``, every batch is CutMixed after its augmentation and the losses take the mixed labels."""
 
     state_key = "model"
     streams = (DATA_ORDER_STREAM, AUGMENT_STREAM)
@@ -162,10 +193,11 @@ class ClassifierTrainer(EpochLoop):
         seed: int,
         device: torch.device,
         backbone_lr_scale: float = 1.0,
+        cutmix: CutMix | None = None,
         progress: bool = True,
         name: str = "finetune",
     ) -> None:
-        self.model, self.split, self.transform = model, split, transform
+        self.model, self.split, self.transform, self.cutmix = model, split, transform, cutmix
         self.labels = torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
         backbone = {id(p) for p in model.backbone.parameters()}
         groups = [
@@ -191,7 +223,10 @@ class ClassifierTrainer(EpochLoop):
     ) -> None:
         images = torch.from_numpy(np.ascontiguousarray(self.split.images[index.numpy()])).to(self.device)
         x = self.transform(images, generator)
-        y = self.labels[index].to(self.device)
+        y: Targets = self.labels[index].to(self.device)
+        if self.cutmix is not None:
+            mixed = self.cutmix(x, generator)
+            x, y = mixed.images, MixedTargets(y, y[mixed.partner], mixed.own)
         self._step_through(self.model.training_steps(x, y, generator), sums)
         return None
 
@@ -258,13 +293,16 @@ def finetune(
     trainer = ClassifierTrainer(
         model,
         dataset.train,
-        build_finetune_transform(dataset.image_size),
+        build_finetune_transform(dataset.image_size, augmix=evaluation.finetune_augmix),
         optim,
         epochs=evaluation.finetune_epochs,
         batch_size=evaluation.finetune_batch_size,
         seed=seed,
         device=device,
         backbone_lr_scale=evaluation.finetune_backbone_lr_scale,
+        cutmix=CutMix(evaluation.finetune_cutmix_alpha, evaluation.finetune_cutmix_prob)
+        if evaluation.finetune_cutmix_alpha > 0
+        else None,
         progress=progress,
         name=f"finetune ({evaluation.finetune_mode})",
     )

@@ -112,6 +112,22 @@ class EvalConfig:
     finetune_grids: tuple[int, ...] = ()
     finetune_block_channels: tuple[int, int] = (512, 1024)
     finetune_embed_dim: int = 512
+    # The authors' fine-tune augmentation (PAPER.md): AugMix after the crop and flips (their ISIC recipe),
+    # and CutMix on the batches, box areas from Beta(alpha, alpha), each image mixed with probability
+    # ``finetune_cutmix_prob`` (alpha 0: no CutMix). While off they are left out of the identity and the
+    # params (``unused_finetune_keys``), so configurations from before they existed keep their hash.
+    finetune_augmix: bool = False
+    finetune_cutmix_alpha: float = 0.0
+    finetune_cutmix_prob: float = 1.0
+
+
+def unused_finetune_keys(evaluation: EvalConfig) -> set[str]:
+    """The fine-tune augmentation keys that change nothing at their values: AugMix off, and both CutMix
+    keys while its alpha is 0."""
+    unused = set() if evaluation.finetune_augmix else {"finetune_augmix"}
+    if evaluation.finetune_cutmix_alpha == 0:
+        unused |= {"finetune_cutmix_alpha", "finetune_cutmix_prob"}
+    return unused
 
 
 @dataclass(frozen=True)
@@ -146,8 +162,10 @@ class RunConfig:
                 content["data"].pop(key)
         if self.views == ViewsConfig():
             content.pop("views")  # the published recipes, as every run before this section existed
+        unused = unused_finetune_keys(self.eval)
         if "finetune" not in self.eval.protocols:
-            content["eval"] = {k: v for k, v in content["eval"].items() if not k.startswith("finetune_")}
+            unused |= {k for k in content["eval"] if k.startswith("finetune_")}
+        content["eval"] = {k: v for k, v in content["eval"].items() if k not in unused}
         return content
 
     def config_hash(self) -> str:
@@ -168,7 +186,7 @@ class RunConfig:
 
     def _affects(self, section: str, key: str, value: Any) -> bool:
         if section == "eval" and key.startswith("finetune_"):
-            return "finetune" in self.eval.protocols
+            return "finetune" in self.eval.protocols and key not in unused_finetune_keys(self.eval)
         if section == "data" and key == "synthetic_sizes":
             return self.data.name == "synthetic"
         if section == "data" and key in _OPTIONAL_DATA:

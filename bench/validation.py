@@ -3,6 +3,7 @@ any run, store or checkpoint exists (one line, exit 2), rather than deep inside 
 
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def validate(config: RunConfig) -> None:
         (not bad_protocols, f"unknown eval protocol(s) {', '.join(bad_protocols)}; valid: {', '.join(EVAL_PROTOCOLS)}")
     )
     if "finetune" in config.eval.protocols:
-        checks += _finetune_checks(config.eval)
+        checks += _finetune_checks(config.eval) + _finetune_augment_checks(config.eval)
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
@@ -182,5 +183,26 @@ def _finetune_checks(evaluation: EvalConfig) -> list[tuple[bool, str]]:
         (
             evaluation.finetune_embed_dim >= 1,
             f"eval.finetune_embed_dim must be >= 1, got {evaluation.finetune_embed_dim}",
+        ),
+    ]
+
+
+MAX_CUTMIX_ALPHA = 100.0  # Beta(100, 100) already puts every box within a few % of half the image
+
+
+def _finetune_augment_checks(evaluation: EvalConfig) -> list[tuple[bool, str]]:
+    alpha, prob = evaluation.finetune_cutmix_alpha, evaluation.finetune_cutmix_prob
+    return [
+        (
+            math.isfinite(alpha) and 0 <= alpha <= MAX_CUTMIX_ALPHA,
+            f"eval.finetune_cutmix_alpha must be in [0, {MAX_CUTMIX_ALPHA:g}] (0: no CutMix), got {alpha}",
+        ),
+        (
+            math.isfinite(prob) and 0 < prob <= 1,
+            f"eval.finetune_cutmix_prob must be in (0, 1], got {prob}",
+        ),
+        (
+            isinstance(evaluation.finetune_augmix, bool),
+            f"eval.finetune_augmix must be true or false, got {evaluation.finetune_augmix!r}",
         ),
     ]

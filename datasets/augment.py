@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from datasets.augmix import AugMix
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 VIEW_OPS = ("crop", "geometry", "hflip", "color_jitter", "grayscale", "blur", "solarize")
@@ -372,6 +374,8 @@ def build_eval_transform(image_size: int) -> BatchAugment:
     return BatchAugment((), image_size)
 
 
-def build_finetune_transform(image_size: int) -> BatchAugment:
-    """Supervised fine-tuning: a milder crop than SSL, plus both flips (lesions have no up or left)."""
-    return BatchAugment((RandomResizedCrop(scale=(0.5, 1.0)), HorizontalFlip(0.5), VerticalFlip(0.5)), image_size)
+def build_finetune_transform(image_size: int, *, augmix: bool = False) -> BatchAugment:
+    """Supervised fine-tuning: a milder crop than SSL, plus both flips (lesions have no up or left); with
+    ``augmix``, then AugMix at torchvision's defaults (the authors' ISIC recipe)."""
+    ops: tuple[Op, ...] = (RandomResizedCrop(scale=(0.5, 1.0)), HorizontalFlip(0.5), VerticalFlip(0.5))
+    return BatchAugment((*ops, AugMix()) if augmix else ops, image_size)
