@@ -77,7 +77,9 @@ def scale_overrides(dataset: str, scale: str, args: argparse.Namespace) -> dict[
     if scale not in scales:
         raise BenchError(f"unknown scale {scale!r}; valid: {', '.join(scales)}")
     tree = deep_merge(spec["protocol"], scales[scale])
-    tree = deep_merge(tree, {"datasets": [dataset], "eval": {"finetune_augmix": bool(spec["augmix"][dataset])}})
+    tree = deep_merge(
+        tree, {"datasets": [dataset], "eval": {"finetune_augmix": bool(spec["augmix"].get(dataset, False))}}
+    )
     if args.seeds:
         tree["seeds"] = list(args.seeds)
     if args.methods:

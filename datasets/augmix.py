@@ -4,10 +4,9 @@ Why not torchvision's ``v2.AugMix``: it draws from torch's global random generat
 batch it applies one chain of ops (the same ops and magnitudes) to every image, only the mixing weights
 differing per image. The authors applied it image by image (PIL), so each image had chains of its own. Here
 every chain's depth, ops, magnitudes and signs and the mixing weights are drawn per image from the caller's
-generator, and each chain step is evaluated for the whole batch at once: every op of the space runs on the
-batch (the five geometric ones as one resampling with a matrix per image) and each image keeps the result of
-the op it drew. That costs a dozen cheap batched ops per step instead of a Python loop over images, and
-needs no gather and no host synchronisation, so it runs on the GPU as it does on the CPU.
+generator, and each chain step is one batched call (``apply_ops``): on the CPU each op runs on the images
+that drew it; on a GPU every op runs on the whole batch and each image keeps the one it drew, which needs no
+host synchronisation. The five geometric ops share one resampling with a matrix per image.
 
 What AugMix computes is torchvision's: the same op space (``all_ops``), magnitude bins, severity, chain depth
 and Dirichlet/Beta mixing, and each op is torchvision's definition for float images (torchvision's own batched
@@ -18,6 +17,7 @@ image with torchvision's functional ops.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +35,8 @@ MAX_SEVERITY = BINS
 MAX_DEPTH = 3  # a negative ``depth`` draws each chain's depth from 1..3
 
 _OP_INDEX = {name: index for index, name in enumerate(ALL_OPS)}
+# An op as a batched kernel: (images, op indices, magnitude bins, signs) -> images.
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,8 @@ class AugMix:
         for chain in range(self.width):
             out = x
             for step in range(plan.ops.shape[1]):
-                stepped = apply_ops(out, plan.ops[chain, step], plan.levels[chain, step], plan.signs[chain, step])
-                out = torch.where(_per_image(step < plan.depths[chain]), stepped, out)
+                ops = torch.where(step < plan.depths[chain], plan.ops[chain, step], -1)  # -1: the chain has ended
+                out = apply_ops(out, ops, plan.levels[chain, step], plan.signs[chain, step])
             mixed = mixed + _per_image(plan.weights[:, chain]) * out
         return mixed.clamp_(0.0, 1.0)
 
@@ -136,27 +138,53 @@ def magnitude(op: str, levels: torch.Tensor, signs: torch.Tensor, height: int, w
     return torch.zeros_like(fraction)  # autocontrast, equalize: no parameter
 
 
-def apply_ops(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
-    """One chain step: image i gets op ``ALL_OPS[ops[i]]`` at bin ``levels[i]`` (sign ``signs[i]``)."""
-    height, width = x.shape[-2:]
-    params = {op: magnitude(op, levels, signs, height, width) for op in ALL_OPS}
-    theta = _inverse_affine(ops, params, height, width)
-    geometric = ops < len(GEOMETRIC_OPS)
-    out = torch.where(_per_image(geometric), _warp(x, theta), x)
-    gray = TF.rgb_to_grayscale(x)
-    results = {
-        "posterize": lambda: posterize(x, params["posterize"]),
-        "solarize": lambda: torch.where(x >= _per_image(params["solarize"]), 1.0 - x, x),
-        "autocontrast": lambda: autocontrast(x),
-        "equalize": lambda: TF.equalize(x),
-        "brightness": lambda: blend(x, torch.zeros_like(gray), params["brightness"]),
-        "color": lambda: blend(x, gray, params["color"]),
-        "contrast": lambda: blend(x, gray.mean(dim=(-3, -2, -1), keepdim=True), params["contrast"]),
-        "sharpness": lambda: blend(x, TF.adjust_sharpness(x, 0.0), params["sharpness"]),
-    }
-    for op, result in results.items():
-        out = torch.where(_per_image(ops == _OP_INDEX[op]), result(), out)
+def apply_ops(
+    x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor, *, gather: bool | None = None
+) -> torch.Tensor:
+    """One chain step: image i gets op ``ALL_OPS[ops[i]]`` at bin ``levels[i]`` (sign ``signs[i]``); an op
+    index of -1 leaves the image as it is (a chain that has ended).
+
+    ``gather`` (default: on the CPU) runs each op on the images that drew it, so a step costs about one op
+    over the batch; otherwise every op runs on the whole batch and each image keeps its own, which costs a
+    dozen ops but needs no host synchronisation (the GPU's way). Both give the same images."""
+    gather = x.device.type == "cpu" if gather is None else gather
+    out = x.clone() if gather else x
+    for names, kernel in _KERNELS:
+        chosen = torch.zeros_like(ops, dtype=torch.bool)
+        for name in names:
+            chosen |= ops == _OP_INDEX[name]
+        if not gather:
+            out = torch.where(_per_image(chosen), kernel(x, ops, levels, signs), out)
+            continue
+        index = torch.nonzero(chosen).flatten()
+        if len(index):
+            out[index] = kernel(x[index], ops[index], levels[index], signs[index])
     return out
+
+
+def _geometric(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return _warp(x, _inverse_affine(ops, levels, signs, *x.shape[-2:]))
+
+
+def _blend_op(name: str, degenerate: Callable[[torch.Tensor], torch.Tensor]) -> Kernel:
+    def kernel(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+        return blend(x, degenerate(x), magnitude(name, levels, signs, *x.shape[-2:]))
+
+    return kernel
+
+
+def _posterize(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    return posterize(x, magnitude("posterize", levels, signs, *x.shape[-2:]))
+
+
+def _solarize(x: torch.Tensor, ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """torchvision's rule: invert the pixels at or above the threshold."""
+    threshold = _per_image(magnitude("solarize", levels, signs, *x.shape[-2:]))
+    return torch.where(x >= threshold, 1.0 - x, x)
+
+
+def _gray_mean(x: torch.Tensor) -> torch.Tensor:
+    return TF.rgb_to_grayscale(x).mean(dim=(-3, -2, -1), keepdim=True)
 
 
 def blend(x: torch.Tensor, degenerate: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -181,13 +209,29 @@ def autocontrast(x: torch.Tensor) -> torch.Tensor:
     return ((x - torch.where(flat, 0.0, low)) * scale).clamp_(0.0, 1.0)
 
 
-def _inverse_affine(ops: torch.Tensor, params: dict[str, torch.Tensor], height: int, width: int) -> torch.Tensor:
+# Each entry: the ops a kernel stands for, and the kernel; the five geometric ops share one resampling.
+_KERNELS: tuple[tuple[tuple[str, ...], Kernel], ...] = (
+    (GEOMETRIC_OPS, _geometric),
+    (("posterize",), _posterize),
+    (("solarize",), _solarize),
+    (("autocontrast",), lambda x, o, lv, sg: autocontrast(x)),
+    (("equalize",), lambda x, o, lv, sg: TF.equalize(x)),
+    (("brightness",), _blend_op("brightness", torch.zeros_like)),
+    (("color",), _blend_op("color", TF.rgb_to_grayscale)),
+    (("contrast",), _blend_op("contrast", _gray_mean)),
+    (("sharpness",), _blend_op("sharpness", lambda x: TF.adjust_sharpness(x, 0.0))),
+)
+
+
+def _inverse_affine(
+    ops: torch.Tensor, levels: torch.Tensor, signs: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """Per image the ``[2, 3]`` matrix taking an output pixel to where it is read from, in pixel units about
     the image centre (torchvision's convention): its geometric op's, the identity for the others. Shears are
     about the top-left corner and rotations about the centre, counter-clockwise, as torchvision's AugMix does."""
 
     def chosen(op: str) -> torch.Tensor:
-        return torch.where(ops == _OP_INDEX[op], params[op], 0.0)
+        return torch.where(ops == _OP_INDEX[op], magnitude(op, levels, signs, height, width), 0.0)
 
     shear_x, shear_y = chosen("shear_x"), chosen("shear_y")
     move_x, move_y = chosen("translate_x"), chosen("translate_y")

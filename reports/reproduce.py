@@ -82,7 +82,7 @@ def reproduce_markdown(data: ReportData, figures: list[PaperFigure], protocol: P
     if stats.empty:
         lines += ["No run finished with a fine-tune result, so there is nothing to compare.", ""]
     for setting in dict.fromkeys(stats["setting"]):
-        lines += _table(data, stats[stats["setting"] == setting], setting, figures, protocol)
+        lines += _table(data, stats[stats["setting"] == setting], setting, figures)
     if not stats.empty:
         lines += ["## What the numbers support", "", *_supported(data, stats), ""]
     lines += ["## Protocol differences", "", *(f"- {item}" for item in protocol_differences(protocol)), ""]
@@ -103,7 +103,7 @@ def _protocol_sentence(p: Protocol) -> str:
     )
 
 
-def _table(data: ReportData, stats: pd.DataFrame, setting: str, figures: list[PaperFigure], p: Protocol) -> list[str]:
+def _table(data: ReportData, stats: pd.DataFrame, setting: str, figures: list[PaperFigure]) -> list[str]:
     methods = data.methods
     baseline = methods.baseline_name
     published = {f.method: f for f in figures if f.metric == ACCURACY}

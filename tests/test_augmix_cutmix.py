@@ -15,7 +15,7 @@ from bench.finetune import MixedTargets, cross_entropy, finetune
 from bench.resolve import build_run_config, load_preset
 from datasets import DataRequest, load_dataset
 from datasets.augment import build_finetune_transform
-from datasets.augmix import ALL_OPS, PARTIAL_OPS, AugMix, AugMixPlan, magnitude
+from datasets.augmix import ALL_OPS, PARTIAL_OPS, AugMix, AugMixPlan, apply_ops, magnitude
 from datasets.cutmix import CutMix
 from methods.backbones import Backbone
 
@@ -87,6 +87,17 @@ def test_augmix_is_its_definition_replayed_image_by_image_with_torchvision_ops()
     x = images(n)
     single = AugMix(width=1, depth=1)
     torch.testing.assert_close(single.apply(x, plan), replay(single, x, plan), atol=2e-5, rtol=0)
+
+
+def test_each_op_on_the_images_that_drew_it_equals_every_op_on_the_whole_batch():
+    """The CPU's way (gathered) and the GPU's (every op on the batch, no host synchronisation) agree."""
+    x = images(32)
+    ops = torch.randint(-1, len(ALL_OPS), (32,), generator=gen(1))  # -1: a chain that has ended
+    levels = torch.randint(0, 3, (32,), generator=gen(2))
+    signs = torch.where(torch.rand(32, generator=gen(3)) < 0.5, -1.0, 1.0)
+    gathered = apply_ops(x, ops, levels, signs, gather=True)
+    torch.testing.assert_close(gathered, apply_ops(x, ops, levels, signs, gather=False), atol=1e-6, rtol=0)
+    assert torch.equal(gathered[ops == -1], x[ops == -1]) and (ops == -1).any()
 
 
 def test_augmix_is_seeded_by_the_callers_generator():
