@@ -14,10 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+import yaml
 from gpu_rates import Scale, build, eval_forward, median_seconds, prepared_views, run_config, supervised_steps
 from gpu_rates import trainer_epoch as training
 
-from methods import METHOD_SETS
+from bench.references import REFERENCES
+from bench.reproduce import SCALES_FILE
+from bench.sweep import expand_methods
 
 # (train, val, test) images per dataset as the harness splits them.
 DATASET_IMAGES: dict[str, tuple[int, int, int]] = {
@@ -25,9 +28,11 @@ DATASET_IMAGES: dict[str, tuple[int, int, int]] = {
     "isic2018": (10015, 193, 1512),  # the official Task 3 training, validation and test sets
     "aptos2019": (2563, 549, 550),  # the 3662 images of train.csv, split 70/15/15
 }
-# What the reproduction pretrains: FG-SSL and the paper's comparison (Table 2a), over three seeds.
-REPRODUCE_METHODS: tuple[str, ...] = ("fgssl", *METHOD_SETS["paper"])
-SEEDS = 3
+# What `bench reproduce --scale paper` pretrains and over how many seeds, read from its own sweep file
+# (its references, such as random_init, pretrain nothing and their fine-tune is not costed here).
+_PAPER_SCALE = yaml.safe_load(SCALES_FILE.read_text())["scales"]["paper"]
+REPRODUCE_METHODS: tuple[str, ...] = tuple(m for m in expand_methods(_PAPER_SCALE["methods"]) if m not in REFERENCES)
+SEEDS = len(_PAPER_SCALE["seeds"])
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,10 @@ class Protocol:
 
     @classmethod
     def paper(cls, methods: Sequence[str], seeds: int = SEEDS) -> Protocol:
-        """The paper preset's epochs, and each method's fine-tune mode as ``finetune_mode: auto`` resolves it."""
-        configs = {m: run_config(m, Scale.paper(), protocols=["knn", "linear", "finetune"]) for m in methods}
+        """The paper preset's epochs, and each method's fine-tune as `bench reproduce` runs it (its sweep file's
+        evaluation section: the progressive fine-tune for every method)."""
+        evaluation = yaml.safe_load(SCALES_FILE.read_text())["protocol"]["eval"]
+        configs = {m: run_config(m, Scale.paper(), **evaluation) for m in methods}
         first = next(iter(configs.values()))
         steps = {
             m: len(c.eval.finetune_grids) + 1 if c.eval.finetune_mode == "progressive" else 1
