@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy.exc
 
 from bench.data import load_for_config
+from bench.databases import check_database, is_database_server
 from bench.errors import BenchError
 from bench.evaluate import validation_knn_accuracy
 from bench.ledger import Ledger
@@ -55,6 +56,8 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
         backend = optuna.storages.journal.JournalFileBackend(str(default_dir / "optuna-journal.log"))
         storage_obj: Any = optuna.storages.JournalStorage(backend)
     else:
+        if is_database_server(storage):
+            check_database(storage, "Optuna storage")
         storage_obj = storage
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
