@@ -93,7 +93,9 @@ def tune(
     tracker: Tracker,
     ledger: Ledger,
     progress: bool = False,
+    run_tags: dict[str, str] | None = None,
 ) -> optuna.Study:
+    """``trials`` trials of the study; ``run_tags`` go on each trial's run too (e.g. the Ray node)."""
     check_request(method, trials)
     train = tree.get("train") or {}
     batch_size, seed = int(train.get("batch_size", 64)), int(train.get("seed", 0))
@@ -101,7 +103,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         config = build_run_config(deep_merge(tree, suggest(method, trial)), method, dataset, batch_size, seed)
-        tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number)}
+        tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number), **(run_tags or {})}
         outcome = execute(
             config, tracker, ledger, progress=progress, epoch_hook=_pruning_hook(trial, config), extra_tags=tags
         )

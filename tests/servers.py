@@ -120,3 +120,63 @@ def postgres_server(databases: tuple[str, ...] = ("bench",)) -> Iterator[dict[st
     finally:
         subprocess.run(_as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"]), **quiet)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def ray_cluster(nodes: int = 2, env: dict[str, str] | None = None) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A real Ray cluster of ``nodes`` one-CPU nodes on 127.0.0.1 (``ray start --block``, each in its own
+    process group, so a test can kill one node whole); yields (head address, node processes). Afterwards
+    every node's group is killed and no process of the cluster's temp folder may be left."""
+    ray = str(Path(sys.executable).with_name("ray"))
+    temp = tempfile.mkdtemp(prefix="bray", dir="/tmp")  # short: Ray's Unix sockets live under it
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+    processes: list[subprocess.Popen] = []
+    try:
+        for n in range(nodes):
+            role = ["--head", "--port", str(port), "--include-dashboard", "false"] if n == 0 else ["--address", address]
+            ports = [
+                "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+            ]  # fmt: skip
+            command = [ray, "start", *role, "--node-ip-address", "127.0.0.1", "--num-cpus", "1", *ports]
+            log = open(Path(temp) / f"node{n}.log", "a")  # noqa: SIM115 - closed with the process
+            processes.append(
+                subprocess.Popen(
+                    [*command, "--temp-dir", temp, "--block", "--disable-usage-stats"],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                )
+            )
+            wait_for_nodes(ray, address, n + 1, processes, env)
+        yield address, processes
+    finally:
+        for process in processes:
+            kill_group(process, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                kill_group(process)
+        time.sleep(1.0)
+        left = subprocess.run(["pgrep", "-f", temp], capture_output=True, text=True).stdout.split()
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        shutil.rmtree(temp, ignore_errors=True)
+        assert not left, f"Ray processes outlived the cluster: {left}"
+
+
+def wait_for_nodes(ray: str, address: str, count: int, processes: list, env: dict, timeout: float = 180.0) -> None:
+    """Until ``ray status`` counts ``count`` CPUs (one per node)."""
+    deadline = time.time() + timeout
+    while True:
+        status = subprocess.run([ray, "status", "--address", address], capture_output=True, text=True, env=env)
+        if f"/{count}.0 CPU" in status.stdout:
+            return
+        assert all(p.poll() is None for p in processes), "a Ray node exited while starting"
+        assert time.time() < deadline, f"the Ray cluster did not reach {count} nodes:\n{status.stdout[-1500:]}"
+        time.sleep(1.0)
