@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -170,3 +171,29 @@ def _runs_so_far(uri: str, experiment: str) -> list[dict]:
         return rest_runs(uri, experiment)
     except OSError:
         return []
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--workers", "2"], "--ray cannot be combined with --workers, --nproc or --force yet"),
+        (["--cpus-per-run", "0"], "--cpus-per-run must be positive, got 0.0"),
+        (["--gpus-per-run", "-1"], "--gpus-per-run must be 0 or more, got -1.0"),
+        ([], "needs a tracking store every node reaches"),  # the default SQLite file: locks over the network
+    ],
+)
+def test_cluster_requests_refused_before_anything_is_written(extra, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as head:  # something listens: the address itself is fine
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        assert main(["run", *SMOKE, "--methods", "simclr", "--ray", address, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not list(tmp_path.iterdir()), "nothing was written"
+
+
+def test_state_dir_without_ray_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *SMOKE, "--methods", "simclr", "--state-dir", str(tmp_path / "state")]) == 2
+    assert "--state-dir is for --ray" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
