@@ -5,6 +5,7 @@ bench/ray_sweep.py and bench/ray_tune.py. Ray is imported only here, on request:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from bench.cluster import check_address, check_request, import_ray
 from bench.commands import _state_dir, _sweep_summary
 from bench.errors import BenchError
 from bench.resolve import resolve_tree
+from bench.schema import RunConfig
 from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
 
 
@@ -24,6 +26,13 @@ def check_store_shared(uri: str, address: str) -> None:
         )
 
 
+def absolute_data_paths(config: RunConfig) -> RunConfig:
+    """The data root and cache folder as the driver means them: a task's working folder is Ray's, on
+    another machine. Paths are not part of a run's identity, so its config hash stays the same."""
+    paths = {key: str(Path(value).resolve()) for key in ("root", "cache_dir") if (value := getattr(config.data, key))}
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, **paths)) if paths else config
+
+
 def run_on_cluster(args: argparse.Namespace) -> int:
     """``--ray``: the sweep on a Ray cluster (bench/ray_sweep.py); each bad input is refused first."""
     from bench.sweep import expand
@@ -33,7 +42,7 @@ def run_on_cluster(args: argparse.Namespace) -> int:
     check_request(args.cpus_per_run, args.gpus_per_run)
     import_ray()
     check_address(args.ray)
-    configs = expand(resolve_tree(args.preset, args.config, args.overrides))
+    configs = [absolute_data_paths(c) for c in expand(resolve_tree(args.preset, args.config, args.overrides))]
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
     from bench.ray_sweep import run_on_ray
 

@@ -17,6 +17,8 @@ import pytest
 from servers import free_port, mlflow_server, postgres_server, ray_cluster, rest_runs
 
 from bench.cli import main
+from bench.cluster_commands import absolute_data_paths
+from bench.resolve import build_run_config, deep_merge, load_preset
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # every node imports this checkout
@@ -197,3 +199,12 @@ def test_state_dir_without_ray_is_refused(tmp_path, capsys, monkeypatch):
     assert main(["run", *SMOKE, "--methods", "simclr", "--state-dir", str(tmp_path / "state")]) == 2
     assert "--state-dir is for --ray" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_data_paths_are_made_absolute_for_the_nodes_without_changing_the_config_hash(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tree = deep_merge(load_preset("smoke"), {"data": {"root": "data/here", "cache_dir": "cache"}})
+    config = build_run_config(tree, "simclr", "synthetic", 32, 0)
+    moved = absolute_data_paths(config)
+    assert (moved.data.root, moved.data.cache_dir) == (str(tmp_path / "data/here"), str(tmp_path / "cache"))
+    assert moved.config_hash() == config.config_hash()
