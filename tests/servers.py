@@ -178,5 +178,7 @@ def wait_for_nodes(ray: str, address: str, count: int, processes: list, env: dic
         if f"/{count}.0 CPU" in status.stdout:
             return
         assert all(p.poll() is None for p in processes), "a Ray node exited while starting"
-        assert time.time() < deadline, f"the Ray cluster did not reach {count} nodes:\n{status.stdout[-1500:]}"
+        assert time.time() < deadline, (
+            f"the Ray cluster did not reach {count} nodes:\n{(status.stdout + status.stderr)[-1500:]}"
+        )
         time.sleep(1.0)
