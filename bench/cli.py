@@ -133,8 +133,26 @@ def _add_run_parser(sub) -> None:
         "cores that are free now: on a busy machine fewer threads run faster)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
+    _add_ray_args(run)
     _add_tracking_args(run)
     run.set_defaults(handler="run")
+
+
+def _add_ray_args(parser: argparse.ArgumentParser) -> None:
+    """Running on a Ray cluster (docs/cluster.md); needs the ``ray`` extra."""
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run the sweep's configurations as Ray tasks: auto (the cluster started here with `ray start`), "
+        "local (a one-machine cluster) or HOST:PORT of the head node",
+    )
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="CPUs each run reserves on --ray (default 1)")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs each run reserves on --ray (default 0)")
+    parser.add_argument(
+        "--state-dir",
+        help="checkpoints folder; with --ray it must be on storage every node reads and writes "
+        "(default: beside a local store, else ./.bench-state)",
+    )
 
 
 def _add_tune_parser(sub) -> None:
@@ -156,6 +174,7 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--epochs", type=int, help="SSL pretraining epochs per trial")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     tune.add_argument("--no-progress", action="store_true")
+    _add_ray_args(tune)
     _add_tracking_args(tune)
     tune.set_defaults(handler="tune")
 

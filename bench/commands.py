@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
         return _plan(args)
     if not under_torchrun():  # torchrun's ranks get their share from the launching process
         use_threads(args.threads)
+    if args.ray:
+        from bench.cluster_commands import run_on_cluster
+
+        return run_on_cluster(args)
+    if args.state_dir:
+        raise BenchError("--state-dir is for --ray (checkpoints on storage every node shares)")
     from bench.workers import Terminated, stop_signals
 
     try:
@@ -94,6 +100,11 @@ def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | 
         file=sys.stderr,
     )
     outcomes = run_sweep(configs, tracker, ledger, workers, force=args.force, progress=not args.no_progress, ctx=ctx)
+    return _sweep_summary(outcomes, tracker)
+
+
+def _sweep_summary(outcomes, tracker: Tracker) -> int:
+    """The runs table, counts per status and where to look next; the sweep's exit code."""
     _print_summary(outcomes)
     counts = Counter(o.status for o in outcomes)
     print(f"\n{len(outcomes)} run(s): " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
@@ -179,8 +190,16 @@ def tune(args: argparse.Namespace) -> int:
     apply_sets(overrides, args.set)
     tree = resolve_tree(args.preset, args.config, overrides)
     state = _state_dir(tracker.uri)
-    study = open_study(args.study or f"tune-{args.method}-{args.dataset}", args.storage, state, args.sampler_seed)
-    tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
+    name = args.study or f"tune-{args.method}-{args.dataset}"
+    if args.ray:
+        from bench.cluster_commands import tune_on_cluster
+
+        study = tune_on_cluster(args, tree, name, tracker)
+    else:
+        if args.state_dir:
+            raise BenchError("--state-dir is for --ray (checkpoints on storage every node shares)")
+        study = open_study(name, args.storage, state, args.sampler_seed)
+        tune(tree, args.method, args.dataset, args.trials, study, tracker, Ledger(state), progress=not args.no_progress)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
     if not completed:

@@ -31,6 +31,7 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bench.databases import check_database, is_database_server
 from bench.errors import BenchError
 
 DEFAULT_STORE_DIR = Path("mlruns")
@@ -91,7 +92,10 @@ def check_store(uri: str) -> None:
 
 def check_reachable(uri: str) -> None:
     """One quick request to the server's health endpoint, so a wrong address or a stopped server is
-    reported in seconds rather than after MLflow's retries."""
+    reported in seconds rather than after MLflow's retries; a database URL gets one connection."""
+    if is_database_server(uri):
+        check_database(uri, "tracking store")
+        return
     if urlparse(uri).scheme not in ("http", "https"):
         return
     try:

@@ -13,6 +13,7 @@ import optuna
 import sqlalchemy.exc
 
 from bench.data import load_for_config
+from bench.databases import check_database, is_database_server
 from bench.errors import BenchError
 from bench.evaluate import validation_knn_accuracy
 from bench.ledger import Ledger
@@ -55,6 +56,8 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
         backend = optuna.storages.journal.JournalFileBackend(str(default_dir / "optuna-journal.log"))
         storage_obj: Any = optuna.storages.JournalStorage(backend)
     else:
+        if is_database_server(storage):
+            check_database(storage, "Optuna storage")
         storage_obj = storage
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
@@ -90,7 +93,9 @@ def tune(
     tracker: Tracker,
     ledger: Ledger,
     progress: bool = False,
+    run_tags: dict[str, str] | None = None,
 ) -> optuna.Study:
+    """``trials`` trials of the study; ``run_tags`` go on each trial's run too (e.g. the Ray node)."""
     check_request(method, trials)
     train = tree.get("train") or {}
     batch_size, seed = int(train.get("batch_size", 64)), int(train.get("seed", 0))
@@ -98,7 +103,7 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         config = build_run_config(deep_merge(tree, suggest(method, trial)), method, dataset, batch_size, seed)
-        tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number)}
+        tags = {"optuna.study": study.study_name, "optuna.trial": str(trial.number), **(run_tags or {})}
         outcome = execute(
             config, tracker, ledger, progress=progress, epoch_hook=_pruning_hook(trial, config), extra_tags=tags
         )

@@ -1,0 +1,139 @@
+"""``bench run --ray ADDRESS``: the sweep's configurations as Ray tasks on a cluster.
+
+The driver (this ``bench run``) is the sweep's only coordinator: it skips what already FINISHED in the
+MLflow store and submits every other configuration once, as a task that reserves ``--cpus-per-run``
+and ``--gpus-per-run`` and calls the same ``execute`` as a local run. So tasks take no lock: nothing
+depends on ``flock`` over a network filesystem, where it is not to be trusted. A task whose worker or
+node dies is retried by Ray (at most ``RETRIES`` times, on any node that fits); the retry finds the
+run's checkpoint in the shared ``--state-dir`` and its run RUNNING in the store, and resumes it there.
+A driver that dies takes its tasks with it (Ray ends the tasks of a dead owner); rerunning it submits
+what has not FINISHED, and those runs resume from their checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from bench.cluster import check_fits, connect
+from bench.ledger import Ledger
+from bench.run import RunOutcome, execute, run_name
+from bench.schema import RunConfig
+from bench.tracking import Tracker
+
+RETRIES = 3  # attempts after the first, when a task's worker or node dies (not when the run fails)
+NODE_TAG = "ray.node_id"
+POLL_SECONDS = 2.0
+
+
+class DriverLedger(Ledger):
+    """Checkpoints in the shared state folder, without the per-configuration lock: the driver hands
+    each configuration to one task at a time, and Ray retries a task only once its attempt is dead."""
+
+    @contextlib.contextmanager
+    def claim(self, config_hash: str, *, wait: bool = False) -> Iterator[bool]:
+        yield True
+
+
+class Progress:
+    """A Ray actor (no CPU) that tasks tell when they start and where, for the driver's counts."""
+
+    def __init__(self) -> None:
+        self.running: dict[int, str] = {}
+
+    def started(self, index: int, node: str) -> None:
+        self.running[index] = node
+
+    def snapshot(self) -> dict[int, str]:
+        return dict(self.running)
+
+
+def run_task(index: int, config: RunConfig, tracker: Tracker, state_dir: str, threads: int, progress) -> RunOutcome:
+    """One configuration on whichever node Ray chose: tagged with that node, first or resumed attempt."""
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    progress.started.remote(index, node)
+    torch.set_num_threads(threads)
+    ledger = DriverLedger(Path(state_dir))
+    outcome = execute(config, tracker, ledger, progress=False, extra_tags={NODE_TAG: node})
+    if outcome.run_id is not None and outcome.status != "SKIPPED":
+        tracker.set_tags(outcome.run_id, {NODE_TAG: node})  # a resumed run: the node that finished it
+    return outcome
+
+
+def run_on_ray(
+    configs: list[RunConfig], tracker: Tracker, state_dir: Path, address: str, cpus: float, gpus: float
+) -> list[RunOutcome]:
+    """Every configuration of the sweep once, on the cluster; outcomes in sweep order."""
+    ray = connect(address)
+    try:
+        check_fits(ray, cpus, gpus)
+        print(
+            f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri} on Ray {address}",
+            file=sys.stderr,
+            flush=True,
+        )
+        tracker.experiment_id()  # created once here, not by racing tasks
+        outcomes: list[RunOutcome | None] = [None] * len(configs)
+        pending = []
+        for index, config in enumerate(configs):
+            finished = [r for r in tracker.find_runs(config.config_hash()) if r.info.status == "FINISHED"]
+            if finished:
+                run = finished[0]
+                note = "already finished"
+                outcomes[index] = RunOutcome(run.info.run_id, run_name(config), "SKIPPED", run.data.metrics, 0.0, note)
+            else:
+                pending.append(index)
+        if pending:
+            _submit_and_wait(ray, configs, pending, outcomes, tracker, state_dir, cpus, gpus)
+        return [o for o in outcomes if o is not None]
+    finally:
+        ray.shutdown()
+
+
+def _submit_and_wait(ray: ModuleType, configs, pending, outcomes, tracker, state_dir, cpus, gpus) -> None:
+    progress = ray.remote(num_cpus=0)(Progress).remote()
+    task = ray.remote(run_task).options(
+        num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD"
+    )
+    threads = max(1, int(cpus))
+    refs = {task.remote(i, configs[i], tracker, str(state_dir), threads, progress): i for i in pending}
+    print(f"bench: {len(refs)} run(s) submitted to the Ray cluster", file=sys.stderr, flush=True)
+    shown, failed = "", 0
+    try:
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_SECONDS)
+            for ref in ready:
+                index = refs.pop(ref)
+                outcomes[index] = _result(ray, ref, configs[index])
+                failed += outcomes[index].status not in ("FINISHED", "SKIPPED")
+                print(f"bench: {outcomes[index].name} {outcomes[index].status}", file=sys.stderr, flush=True)
+            started = set(ray.get(progress.snapshot.remote()))
+            running = sum(i in started for i in refs.values())
+            line = (
+                f"bench: ray: {len(refs) - running} queued, {running} running, "
+                f"{len(pending) - len(refs) - failed} finished, {failed} failed"
+            )
+            if line != shown:
+                print(line, file=sys.stderr, flush=True)
+                shown = line
+    except BaseException:  # Ctrl-C or SIGTERM: no task may train on without its driver
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _result(ray: ModuleType, ref, config: RunConfig) -> RunOutcome:
+    """The task's outcome, or FAILED with the first line of why (its node died once too often, ...)."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        cause = getattr(exc, "cause", None) or exc
+        first = next((line.strip() for line in str(cause).splitlines() if line.strip()), type(exc).__name__)
+        return RunOutcome(None, run_name(config), "FAILED", {}, 0.0, f"{type(exc).__name__}: {first[:300]}")
