@@ -23,10 +23,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             args.overrides = cli_overrides(args)
-        if getattr(args, "experiment", "") is None and args.command in ("run", "tune"):
-            from bench.tracking import DEFAULT_EXPERIMENT
-
-            args.experiment = DEFAULT_EXPERIMENT
         handler = getattr(importlib.import_module("bench.commands"), args.handler)
         return handler(args)
     except BenchError as exc:
@@ -52,13 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_tracking_args(parser: argparse.ArgumentParser) -> None:
+def _add_tracking_args(parser: argparse.ArgumentParser, default_experiment: str) -> None:
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite store in ./mlruns)")
-    parser.add_argument("--experiment", help="MLflow experiment name (default: fgssl-bench)")
+    parser.add_argument("--experiment", help=f"MLflow experiment name for every run (default: {default_experiment})")
+
+
+# Measured, not estimated (README, "Run"): keep the two in step when a preset changes.
+RUN_MINUTES = """minutes per run (SimCLR, one seed, one torch thread; FG-SSL takes about 4x as long):
+
+  preset  synthetic  isic2017
+  smoke   0.2        0.3
+  cpu     8.2        3.3 at 8 epochs without colour jitter (recorded: docs/results/isic2017-cpu)
+
+CPU time of the whole bench run on a 2-core machine (2026-11-29), about its wall time on an idle
+core; the cpu preset's 20 epochs on isic2017 were not timed. Each dataset's runs go to an MLflow
+experiment named after it unless --experiment or --config names one."""
 
 
 def _add_run_parser(sub) -> None:
-    run = sub.add_parser("run", help="pretrain and evaluate every combination of the sweep axes")
+    run = sub.add_parser(
+        "run",
+        help="pretrain and evaluate every combination of the sweep axes",
+        epilog=RUN_MINUTES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument(
         "--methods",
         nargs="+",
@@ -134,7 +147,7 @@ def _add_run_parser(sub) -> None:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bars (e.g. in logs)")
     _add_ray_args(run)
-    _add_tracking_args(run)
+    _add_tracking_args(run, "the --config file's name without .yaml, else one experiment per dataset, named after it")
     run.set_defaults(handler="run")
 
 
@@ -175,7 +188,7 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     tune.add_argument("--no-progress", action="store_true")
     _add_ray_args(tune)
-    _add_tracking_args(tune)
+    _add_tracking_args(tune, "the dataset's name, as for bench run")
     tune.set_defaults(handler="tune")
 
 

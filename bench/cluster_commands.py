@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import check_address, check_request, import_ray
-from bench.commands import _state_dir, _sweep_summary
+from bench.commands import _state_dir, _sweep_summary, preset_tags, sweep_experiment
 from bench.errors import BenchError
 from bench.resolve import resolve_tree
 from bench.schema import RunConfig
@@ -43,14 +43,14 @@ def run_on_cluster(args: argparse.Namespace) -> int:
     import_ray()
     check_address(args.ray)
     configs = [absolute_data_paths(c) for c in expand(resolve_tree(args.preset, args.config, args.overrides))]
-    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), sweep_experiment(args), preset_tags(args))
     from bench.ray_sweep import run_on_ray
 
     check_store_shared(tracker.uri, args.ray)
     check_store(tracker.uri)
     state = Path(args.state_dir or _state_dir(tracker.uri)).resolve()
     outcomes = run_on_ray(configs, tracker, state, args.ray, args.cpus_per_run, args.gpus_per_run)
-    return _sweep_summary(outcomes, tracker)
+    return _sweep_summary(configs, outcomes, tracker)
 
 
 def tune_on_cluster(args: argparse.Namespace, tree: dict[str, Any], name: str, tracker: Tracker):

@@ -16,7 +16,7 @@ from bench.ledger import Ledger
 from bench.process_group import COMMAND_LINE_TIMEOUT, DistributedContext, end_followers, init_from_env, shutdown
 from bench.resolve import apply_sets, resolve_tree, set_path
 from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
-from bench.ui import experiment_links, is_loopback, serve_ui
+from bench.ui import DEFAULT_ADDRESS, compare_lines, experiment_links, is_loopback, serve_ui
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
 
 SUMMARY_METRICS = (
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc > 1 and args.workers > 1:
         raise BenchError("--nproc and --workers cannot be combined: use one to split each run, the other the sweep")
-    check_experiment_name(args.experiment)
+    experiment = sweep_experiment(args)
+    if experiment is not None:
+        check_experiment_name(experiment)
     if args.dry_run:
         return _plan(args)
     if not under_torchrun():  # torchrun's ranks get their share from the launching process
@@ -90,20 +92,23 @@ def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | 
     from bench.workers import run_sweep
 
     configs = expand(resolve_tree(args.preset, args.config, args.overrides))  # every value checked, nothing written
-    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), sweep_experiment(args), preset_tags(args))
     check_store(tracker.uri)
     ledger = Ledger(_state_dir(tracker.uri))
     workers = min(args.workers, len(configs))
+    experiments = list(dict.fromkeys(tracker.for_dataset(c.data.name).experiment for c in configs))
     print(
-        f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri}"
+        f"bench: {len(configs)} run(s) -> experiment{'s' if len(experiments) > 1 else ''} "
+        + ", ".join(map(repr, experiments))
+        + f" at {tracker.uri}"
         + (f" ({workers} worker processes)" if workers > 1 else ""),
         file=sys.stderr,
     )
     outcomes = run_sweep(configs, tracker, ledger, workers, force=args.force, progress=not args.no_progress, ctx=ctx)
-    return _sweep_summary(outcomes, tracker)
+    return _sweep_summary(configs, outcomes, tracker)
 
 
-def _sweep_summary(outcomes, tracker: Tracker) -> int:
+def _sweep_summary(configs: list, outcomes: list, tracker: Tracker) -> int:
     """The runs table, counts per status and where to look next; the sweep's exit code."""
     _print_summary(outcomes)
     counts = Counter(o.status for o in outcomes)
@@ -112,8 +117,24 @@ def _sweep_summary(outcomes, tracker: Tracker) -> int:
     if skipped:
         print(f"{skipped} of {len(outcomes)} run(s) skipped (finished already or running elsewhere; --force reruns)")
     print(f"\nSide by side with the baselines: bench compare --tracking-uri '{tracker.uri}'")
-    print(f"Open the results: bench ui --tracking-uri '{tracker.uri}'  (then http://127.0.0.1:5000)")
+    print(f"Open the results: bench ui --tracking-uri '{tracker.uri}'  (then {DEFAULT_ADDRESS})")
+    for line in compare_lines(configs, outcomes, tracker):
+        print(line)
     return 0 if all(o.status in ("FINISHED", "SKIPPED") for o in outcomes) else 1
+
+
+def sweep_experiment(args: argparse.Namespace) -> str | None:
+    """The experiment every run of ``bench run`` goes to: ``--experiment``, else the ``--config`` study
+    file's name (``studies/isic2017-cpu.yaml``: ``isic2017-cpu``); None: each run to its dataset's."""
+    if args.experiment is not None:
+        return args.experiment
+    return Path(args.config).stem if args.config else None
+
+
+def preset_tags(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """Tags of every run of the command: its ``preset`` (reports warn about smoke runs) and, with
+    ``--config``, the file's name as ``config_file``."""
+    return (("preset", args.preset),) + ((("config_file", Path(args.config).name),) if args.config else ())
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -179,8 +200,11 @@ def tune(args: argparse.Namespace) -> int:
     from bench.tune import OBJECTIVE, check_request, open_study, tune
 
     check_request(args.method, args.trials)
+    if args.experiment is not None:
+        check_experiment_name(args.experiment)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment)
+    # Trials go to --experiment, else to the experiment of their dataset, as bench run's runs do.
+    tracker = Tracker(args.tracking_uri or default_tracking_uri(), args.experiment, preset_tags(args))
     check_store(tracker.uri)
     overrides: dict[str, Any] = {}
     if args.data_root:
@@ -341,7 +365,10 @@ def ui(args: argparse.Namespace) -> int:
             flush=True,
         )
     base_url = f"http://{args.host}:{args.port}"
-    print(f"MLflow UI for {uri} at {base_url}  (Ctrl-C to stop); runs tables:", flush=True)
+    print(
+        f"MLflow UI for {uri} at {base_url}  (Ctrl-C to stop); per experiment its runs table and compare view:",
+        flush=True,
+    )
     print("\n".join(experiment_links(uri, base_url)) or "  (no runs yet)", flush=True)
     return serve_ui(uri, args.host, args.port)
 

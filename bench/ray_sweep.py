@@ -74,16 +74,20 @@ def run_on_ray(
     ray = connect(address)
     try:
         check_fits(ray, cpus, gpus)
+        trackers = {c.data.name: tracker.for_dataset(c.data.name) for c in configs}
+        experiments = ", ".join(repr(t.experiment) for t in trackers.values())
         print(
-            f"bench: {len(configs)} run(s) -> experiment {tracker.experiment!r} at {tracker.uri} on Ray {address}",
+            f"bench: {len(configs)} run(s) -> experiment(s) {experiments} at {tracker.uri} on Ray {address}",
             file=sys.stderr,
             flush=True,
         )
-        tracker.experiment_id()  # created once here, not by racing tasks
+        for each in trackers.values():
+            each.experiment_id()  # created once here, not by racing tasks
         outcomes: list[RunOutcome | None] = [None] * len(configs)
         pending = []
         for index, config in enumerate(configs):
-            finished = [r for r in tracker.find_runs(config.config_hash()) if r.info.status == "FINISHED"]
+            runs = trackers[config.data.name].find_runs(config.config_hash())
+            finished = [r for r in runs if r.info.status == "FINISHED"]
             if finished:
                 run = finished[0]
                 note = "already finished"

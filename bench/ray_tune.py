@@ -57,7 +57,7 @@ def tune_on_ray(
     ray = connect(address)
     try:
         check_fits(ray, cpus, gpus)
-        tracker.experiment_id()
+        tracker.for_dataset(dataset).experiment_id()  # created once here, not by racing trials
         study = open_study(study_name, storage, state_dir, sampler_seed)  # created once, here
         task = ray.remote(trial_task).options(
             num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD"

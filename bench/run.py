@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import sys
 import time
 import traceback
@@ -20,16 +19,18 @@ from bench.devices import place, resolve_device
 from bench.errors import BenchError
 from bench.ledger import DISK_FULL, CheckpointNotWritten, Ledger, write_failure
 from bench.process_group import DistributedContext, broadcast_from_main, follow, on_main_then_agree
+from bench.progress import EpochClock, epoch_line, epoch_metrics, without_single_step
 from bench.references import REFERENCES, Prepared
+from bench.run_record import dataset_records, run_params, run_tags
 from bench.schema import RunConfig
 from bench.scoring import evaluate_and_log
 from bench.seeding import seed_everything
-from bench.tracking import Tracker, TrackingUnavailable, environment_tags
+from bench.tracking import Tracker, TrackingUnavailable
 from bench.trainer import EpochStats, Trainer, TrainingFailed
 from bench.weights import build_backbone, check_weights
 from datasets import Dataset
 from datasets.augment import build_views
-from methods import build_method, get_method
+from methods import build_method
 from methods.base import SSLMethod
 
 
@@ -90,7 +91,9 @@ def execute(
     (skipped; ``force`` reruns) or running in another process (skipped). An interrupted run with a
     checkpoint is resumed in the same MLflow run; one without (killed before its first checkpoint, or
     its checkpoint unreadable) starts over in the same MLflow run. Interrupts mark the run KILLED and
-    propagate. With ``wait``, a configuration held by another process is waited for instead of skipped."""
+    propagate. With ``wait``, a configuration held by another process is waited for instead of skipped.
+    The run is logged to ``tracker``'s experiment, or to its dataset's when the tracker names none."""
+    tracker = tracker.for_dataset(config.data.name)
     name, config_hash = run_name(config), config.config_hash()
     with ledger.claim(config_hash, wait=wait) as owned:
         if not owned:
@@ -111,14 +114,15 @@ def execute(
             checkpoint = None
             together = ctx is not None and ctx.enabled and config.method not in REFERENCES
             world = {"world_size": str(ctx.world_size)} if together else {}
-            tags = {**_tags(config), **world, **(extra_tags or {})}
+            tags = {**run_tags(config), **world, **(extra_tags or {})}
             stranded = _stranded(previous)
             if stranded is None:
-                run_id = tracker.start_run(name, config.flat_params(), tags)
+                run_id = tracker.start_run(name, run_params(config), tags)
             else:
                 run_id, note = stranded, "restarted from epoch 0 in its interrupted run (no usable checkpoint)"
-                tracker.restart(run_id, config.flat_params(), tags)
+                tracker.restart(run_id, run_params(config), tags)
                 print(f"bench: {name}: {note}", file=sys.stderr, flush=True)
+        tracker.log_datasets(run_id, list(dataset_records(config.data)))  # a run logged earlier lacks them
         return _execute_claimed(config, tracker, ledger, run_id, checkpoint, progress, epoch_hook, ctx, note)
 
 
@@ -219,39 +223,6 @@ def _mark_interrupted(tracker: Tracker, run_id: str, reason: str) -> None:
         pass
 
 
-def _tags(config: RunConfig) -> dict[str, str]:
-    return {
-        **environment_tags(),
-        "method": config.method,
-        "dataset": config.data.name,
-        "task": load_for_config(config.data).task,
-        "batch_size": str(config.train.batch_size),
-        "seed": str(config.train.seed),
-        "config_hash": config.config_hash(),
-        "device": str(resolve_device(config.device)),
-        "reference": str(config.method in REFERENCES).lower(),
-        **method_tags(config.method),
-        **({"ablation": config.ablation} if config.ablation else {}),
-        **(
-            {"weights": Path(config.model.weights).name, "weights_sha256": config.model.weights_sha256}
-            if config.model.weights
-            else {}
-        ),
-    }
-
-
-def method_tags(method: str) -> dict[str, str]:
-    """How reports name, order and pair the arm (reports read MLflow only, never the method registry)."""
-    if method in REFERENCES:
-        return {"method_display": REFERENCES[method].display_name, "method_order": "1000", "method_baseline": "false"}
-    cls = get_method(method)
-    return {
-        "method_display": cls.display_name,
-        "method_order": str(cls.report_order),
-        "method_baseline": str(cls.report_baseline).lower(),
-    }
-
-
 def _pretrain_and_evaluate(
     config: RunConfig,
     tracker: Tracker,
@@ -283,6 +254,8 @@ def _pretrain_and_evaluate(
             trainer.load_state_dict(checkpoint["trainer"])
             _relog_last_epoch(tracker, run_id, checkpoint)
 
+        clock = EpochClock(config.train.epochs)
+
         def on_epoch_end(stats: EpochStats) -> None:
             values = epoch_metrics(stats)
             state = {
@@ -297,12 +270,9 @@ def _pretrain_and_evaluate(
             # Checkpoint first: if the store is down, this epoch is kept and its metrics re-logged on resume.
             ledger.save(config.config_hash(), state)
             tracker.log_metrics(run_id, values, stats.epoch)
-            print(
-                f"{run_name(config)} epoch {stats.epoch + 1}/{config.train.epochs}: loss {values['train.loss']:.4g}, "
-                f"{stats.seconds:.1f} s, {stats.images_per_second:.0f} img/s",
-                file=sys.stderr,
-                flush=True,
-            )
+            left = clock.left(stats.epoch, stats.seconds)
+            line = epoch_line(run_name(config), stats, config.train.epochs, values["train.loss"], left)
+            print(line, file=sys.stderr, flush=True)
             check_collapse(stats, config.train.collapse_threshold)
             if epoch_hook is not None:
                 epoch_hook(stats.epoch, model)
@@ -373,18 +343,7 @@ def follow_rank_zero(ctx: DistributedContext) -> int:
 def _relog_last_epoch(tracker: Tracker, run_id: str, checkpoint: dict) -> None:
     """A run stopped between its checkpoint and its metrics (tracking server down) gets them now."""
     if checkpoint["epoch"] not in tracker.logged_steps(run_id, "train.loss") and "epoch_metrics" in checkpoint:
-        tracker.log_metrics(run_id, checkpoint["epoch_metrics"], checkpoint["epoch"])
-
-
-def epoch_metrics(stats: EpochStats) -> dict[str, float]:
-    values = {f"train.loss.{name}": value for name, value in stats.losses.items()}
-    values["train.loss"] = sum(stats.losses.values())
-    values.update(
-        {"train.lr": stats.lr, "train.epoch_seconds": stats.seconds, "train.images_per_second": stats.images_per_second}
-    )
-    if not math.isnan(stats.embedding_spread):
-        values["train.embedding_spread"] = stats.embedding_spread
-    return values
+        tracker.log_metrics(run_id, without_single_step(checkpoint["epoch_metrics"]), checkpoint["epoch"])
 
 
 def check_collapse(stats: EpochStats, threshold: float) -> None:

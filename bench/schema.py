@@ -35,6 +35,8 @@ class DataConfig:
 
 
 _OPTIONAL_DATA = ("train_limit", "eval_limit")  # left out of the identity (and the params) while None
+# Left out of the params while None (no data root: the synthetic set; no weights file).
+_UNSET_PATHS = (("data", "root"), ("data", "cache_dir"), ("model", "weights"), ("model", "weights_sha256"))
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,9 @@ class RunConfig:
     def flat_params(self) -> dict[str, str]:
         """``section.key`` -> value strings, for MLflow params: only values that affect the run, so the
         MLflow UI's compare view shows no fine-tune settings of runs that did not fine-tune, nor the
-        synthetic split sizes of runs on real data."""
+        synthetic split sizes of runs on real data, nor SGD's momentum under AdamW, nor paths left unset.
+        Values resolved only at run time (the dataset's default task, ``device: auto``) are the run's to
+        fill in (``bench.run_record.run_params``)."""
         flat: dict[str, str] = {"method": self.method, "device": self.device}
         for section in SECTIONS:
             for key, value in dataclasses.asdict(getattr(self, section)).items():
@@ -189,7 +193,9 @@ class RunConfig:
             return "finetune" in self.eval.protocols and key not in unused_finetune_keys(self.eval)
         if section == "data" and key == "synthetic_sizes":
             return self.data.name == "synthetic"
-        if section == "data" and key in _OPTIONAL_DATA:
+        if section == "optim" and key == "momentum":
+            return self.optim.name == "sgd"
+        if (section, key) in _UNSET_PATHS or (section == "data" and key in _OPTIONAL_DATA):
             return value is not None
         return True
 

@@ -13,6 +13,7 @@ from bench.checkpoint import save_atomic
 from bench.evaluate import evaluate_knn, evaluate_linear, extract_features
 from bench.finetune import EpochReport, finetune
 from bench.metrics import trivial_baselines
+from bench.progress import EpochClock, loss_metrics, time_left
 from bench.references import Prepared
 from bench.schema import RunConfig
 from bench.tracking import Tracker
@@ -45,17 +46,17 @@ def evaluate_and_log(
         shares = variance_shares(*features.test, dataset.test.factors)
         metrics.update({f"variance_share.test.{name}": value for name, value in shares.items()})
     common = {"class_names": dataset.class_names, "ordinal": get_dataset_spec(dataset.name).ordinal}
+    clock = EpochClock(config.eval.finetune_epochs)
 
     def on_finetune_epoch(report: EpochReport, _model: torch.nn.Module) -> None:
         stats = report.stats
-        values = {f"finetune.train.loss.{name}": value for name, value in stats.losses.items()}
-        values["finetune.train.loss"] = sum(stats.losses.values())
+        values = loss_metrics("finetune.train.loss", stats.losses)  # per step only for the progressive (PMG) one
         values["finetune.epoch_val.balanced_accuracy"] = report.val_balanced_accuracy
         tracker.log_metrics(run_id, values, stats.epoch)
         print(
             f"{name} finetune epoch {stats.epoch + 1}/{config.eval.finetune_epochs}: "
             f"loss {values['finetune.train.loss']:.4g}, val balanced accuracy {report.val_balanced_accuracy:.3f}, "
-            f"{stats.seconds:.1f} s",
+            f"{stats.seconds:.1f} s{time_left(clock.left(stats.epoch, stats.seconds), 'fine-tuning')}",
             file=sys.stderr,
             flush=True,
         )

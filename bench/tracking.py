@@ -7,6 +7,7 @@ process (a sweep) never leak state into each other.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -27,15 +28,15 @@ import requests
 import sqlalchemy.exc
 import torch
 import torchvision
-from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from bench.databases import check_database, is_database_server
 from bench.errors import BenchError
 
 DEFAULT_STORE_DIR = Path("mlruns")
-DEFAULT_EXPERIMENT = "fgssl-bench"
 _BATCH = 100  # MLflow's log_batch accepts at most 100 params per call
 HEALTH_TIMEOUT_SECONDS = 5
 HTTP_RETRY_DEFAULTS = {
@@ -190,14 +191,36 @@ def open_store(uri: str) -> None:
 
 
 @dataclass(frozen=True)
+class DatasetRecord:
+    """One dataset a run used, as MLflow's run inputs hold it (the UI's Dataset column): ``source`` is
+    the JSON of a source of ``source_type`` (``local``: ``{"uri": ...}``), ``context`` what the run did
+    with it (``training``, ``validation``, ``testing``), ``profile`` a JSON summary."""
+
+    name: str
+    digest: str
+    source_type: str
+    source: str
+    context: str
+    profile: str | None = None
+
+
+@dataclass(frozen=True)
 class Tracker:
-    """An MLflow store and experiment that runs are logged to."""
+    """An MLflow store and the experiment runs are logged to. ``experiment`` None: one experiment per
+    dataset, named after it (``for_dataset`` picks a run's). ``run_tags``: tags every run it starts or
+    restarts gets besides its own (the sweep's preset and study file)."""
 
     uri: str
-    experiment: str
+    experiment: str | None = None
+    run_tags: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         bound_http_retries()
+
+    def for_dataset(self, dataset: str) -> Tracker:
+        """The tracker of a run on ``dataset``: this one if it names its experiment, else one whose
+        experiment is the dataset's name."""
+        return self if self.experiment is not None else dataclasses.replace(self, experiment=dataset)
 
     @property
     def client(self) -> MlflowClient:
@@ -205,6 +228,8 @@ class Tracker:
         return MlflowClient(tracking_uri=self.uri)
 
     def experiment_id(self) -> str:
+        if self.experiment is None:
+            raise ValueError("a Tracker without an experiment logs per dataset: use tracker.for_dataset(name)")
         directory = local_store_dir(self.uri)
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -239,7 +264,7 @@ class Tracker:
 
     def start_run(self, name: str, params: dict[str, str], tags: dict[str, str]) -> str:
         with self.writing("create a run"):
-            run = self.client.create_run(self.experiment_id(), run_name=name, tags=tags)
+            run = self.client.create_run(self.experiment_id(), run_name=name, tags={**dict(self.run_tags), **tags})
             self._log_params(run.info.run_id, params)
         return run.info.run_id
 
@@ -275,7 +300,19 @@ class Tracker:
         with self.writing("restart the run"):
             logged = self.client.get_run(run_id).data.params
             self._log_params(run_id, {k: v for k, v in params.items() if k not in logged})
-        self.set_tags(run_id, tags)
+        self.set_tags(run_id, {**dict(self.run_tags), **tags})
+
+    def log_datasets(self, run_id: str, records: list[DatasetRecord]) -> None:
+        """The run's data as MLflow dataset inputs (``mlflow.log_input`` on the client)."""
+        inputs = [
+            DatasetInput(
+                Dataset(r.name, r.digest, r.source_type, r.source, profile=r.profile),
+                [InputTag(MLFLOW_DATASET_CONTEXT, r.context)],
+            )
+            for r in records
+        ]
+        with self.writing("log the datasets"):
+            self.client.log_inputs(run_id, datasets=inputs)
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
         timestamp = _now_ms()

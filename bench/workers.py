@@ -143,11 +143,14 @@ def run_parallel(
     Configurations that already FINISHED are skipped here (unless ``force``) without starting a worker
     for them; workers check again under the lock, so a run finished in the meantime is not repeated.
     """
-    tracker.experiment_id()  # create the store and the experiment here, once, not in racing workers
+    trackers = [tracker.for_dataset(config.data.name) for config in configs]
+    for experiment in {t.experiment: t for t in trackers}.values():
+        experiment.experiment_id()  # create the store and the experiments here, once, not in racing workers
     outcomes: list[RunOutcome | None] = [None] * len(configs)
     pending = []
     for index, config in enumerate(configs):
-        finished = [] if force else [r for r in tracker.find_runs(config.config_hash()) if r.info.status == "FINISHED"]
+        runs = [] if force else trackers[index].find_runs(config.config_hash())
+        finished = [r for r in runs if r.info.status == "FINISHED"]
         if finished:
             run = finished[0]
             note = "already finished"

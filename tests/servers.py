@@ -71,7 +71,7 @@ def kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         os.killpg(process.pid, sig)
 
 
-def rest_runs(uri: str, experiment: str = "fgssl-bench") -> list[dict]:
+def rest_runs(uri: str, experiment: str = "synthetic") -> list[dict]:
     """Every run of an experiment through the server's REST API (no client library in between)."""
     base = f"{uri}/api/2.0/mlflow"
     with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name={experiment}") as reply:

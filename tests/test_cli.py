@@ -15,9 +15,10 @@ def store(tmp_path):
     return f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
 
 
-def runs(uri):
+def runs(uri, experiment="synthetic"):
+    """The runs of one experiment: without --experiment, bench logs each dataset's runs to its own."""
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("fgssl-bench")
+    experiment = client.get_experiment_by_name(experiment)
     return client.search_runs([experiment.experiment_id]) if experiment else []
 
 
@@ -33,7 +34,10 @@ def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "bench ui --tracking-uri" in done.stdout
+    (compare,) = [line for line in done.stdout.splitlines() if line.startswith("Compare the 6 run(s)")]
+    assert "experiment 'synthetic'" in compare and "http://127.0.0.1:5000/#/compare-runs?runs=%5B%22" in compare
     logged = runs(uri)
+    assert all(r.info.run_id in compare for r in logged)
     assert sorted(r.data.tags["method"] for r in logged) == ["barlow", "byol", "fgssl", "rotation", "simclr", "simsiam"]
     for run in logged:
         assert run.info.status == "FINISHED"
@@ -60,7 +64,9 @@ def test_run_all_methods_end_to_end_in_a_real_process(tmp_path):
         assert {"config.json", "model.pt", "knn_test_report.json", "linear_test_report.json"} <= artifacts
     fgssl = next(r for r in logged if r.data.tags["method"] == "fgssl")
     assert fgssl.data.params["method.grids"] == "8,4,2"
-    assert {"train.loss.level1", "train.loss.concat"} <= set(fgssl.data.metrics)
+    assert {"train.loss.level1", "train.loss.concat"} <= set(fgssl.data.metrics)  # four steps: each logged
+    barlow = next(r for r in logged if r.data.tags["method"] == "barlow")
+    assert not [m for m in barlow.data.metrics if m.startswith("train.loss.")]  # one step: train.loss alone
 
 
 def test_reference_run_is_logged_without_training(tmp_path):
@@ -90,10 +96,12 @@ def test_run_all_methods_on_the_real_isic2017(tmp_path, shared_data):
     root = shared_data / "isic2017"
     args = ["run", "--methods", "all", "--dataset", "isic2017", "--data-root", str(root), *SMOKE, "--epochs", "1"]
     assert main([*args, "--tracking-uri", uri, "--cache-dir", str(tmp_path / "cache")]) == 0
-    logged = runs(uri)
+    logged = runs(uri, "isic2017")
     assert len(logged) == 6 and all(r.info.status == "FINISHED" for r in logged)
     assert {r.data.tags["task"] for r in logged} == {"3class"}
     assert {r.data.params["method.grids"] for r in logged if r.data.tags["method"] == "fgssl"} == {"16,8,4"}
+    datasets = {i.dataset.name: i.dataset for r in logged for i in r.inputs.dataset_inputs}
+    assert list(datasets) == ["isic2017/3class"] and str(root.resolve()) in datasets["isic2017/3class"].source
 
 
 HEAVY = ("torch", "mlflow", "sklearn", "pandas", "matplotlib")
@@ -122,3 +130,12 @@ def test_the_end_of_run_table_shows_the_baselines_of_each_dataset():
     ]
     rows = baseline_rows(outcomes, ["knn.test.accuracy"])
     assert rows == [["majority class (isic2017)", "", "", "0.655"], ["chance (isic2017)", "", "", "0.333"]]
+
+
+def test_run_help_ends_with_the_measured_minutes_per_preset_and_dataset(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    table = out[out.index("minutes per run") :]
+    assert "  preset  synthetic  isic2017\n  smoke   " in table and "\n  cpu     " in table
+    assert "one experiment per dataset" in " ".join(out.split())

@@ -35,7 +35,7 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 300.0) -> No
 
 def statuses(uri: str) -> Counter:
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("fgssl-bench")
+    experiment = client.get_experiment_by_name("synthetic")
     return Counter(r.info.status for r in client.search_runs([experiment.experiment_id]))
 
 
@@ -61,7 +61,7 @@ def test_tracking_server_dies_mid_run_then_the_run_resumes_with_every_epoch_logg
         assert "resumed after epoch" in rerun.stdout
         assert statuses(uri) == Counter({"FINISHED": 1})
         client = MlflowClient(uri)
-        (finished,) = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+        (finished,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
         steps = sorted({m.step for m in client.get_metric_history(finished.info.run_id, "train.loss")})
         assert steps == list(range(6)), "an epoch's metrics were lost"
 
@@ -126,7 +126,7 @@ def test_nan_loss_and_collapse_fail_their_run_and_the_sweep_goes_on(tmp_path):
     nan = ["--set", "method_options.simclr.temperature=1e-40"]
     assert main([*base, "--methods", "simclr", "barlow", *nan, "--set", "train.collapse_threshold=0.999"]) == 1
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     reasons = {r.data.tags["method"]: r.data.tags.get("failure_reason", "") for r in runs}
     assert {r.info.status for r in runs} == {"FAILED"} and len(runs) == 2
     assert "non-finite" in reasons["simclr"]

@@ -177,7 +177,7 @@ def test_finetune_protocol_logged_like_the_others_with_reports_for_every_protoco
     args = ["run", *SMOKE, "--tracking-uri", uri, "--methods", "random_init", "--eval", "knn,linear,finetune"]
     assert main(args) == 0
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     metrics = run.data.metrics
     for protocol in ("knn", "linear", "finetune"):
         for split in ("val", "test"):

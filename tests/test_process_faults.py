@@ -83,7 +83,7 @@ def checkpoints(folder: Path) -> list[Path]:
 
 def runs(uri: str) -> list:
     client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    return client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
 
 
 def run_rows(folder: Path) -> int:
@@ -150,7 +150,7 @@ def smoke_config(**sweep):
 @pytest.mark.slow
 def test_truncated_and_random_checkpoints_are_set_aside_and_their_runs_restart(tmp_path, capsys):
     uri, folder = store(tmp_path)
-    tracker, ledger = Tracker(uri, "fgssl-bench"), Ledger(folder)
+    tracker, ledger = Tracker(uri, "synthetic"), Ledger(folder)
 
     def interrupt(epoch, model):
         raise KeyboardInterrupt  # Ctrl-C after the first epoch's checkpoint
@@ -330,7 +330,7 @@ def test_a_run_that_fails_midway_is_failed_and_the_sweep_goes_on(tmp_path):
 @pytest.mark.slow
 def test_an_error_after_a_checkpoint_fails_the_run_and_discards_its_checkpoint(tmp_path):
     uri, folder = store(tmp_path)
-    tracker, ledger = Tracker(uri, "fgssl-bench"), Ledger(folder)
+    tracker, ledger = Tracker(uri, "synthetic"), Ledger(folder)
 
     def broken_hook(epoch, model):
         raise RuntimeError("the epoch hook broke")

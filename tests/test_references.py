@@ -75,7 +75,7 @@ def test_imagenet_reference_run_logs_the_weights_and_starts_from_them(weights_fi
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     assert main(["run", *SMOKE, "--tracking-uri", uri, "--methods", "random_init", "--weights", str(path)]) == 0
     client = MlflowClient(uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    (run,) = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     digest = file_sha256(path)
     assert run.info.status == "FINISHED"
     assert run.data.params["model.weights"] == str(path) and run.data.params["model.weights_sha256"] == digest

@@ -23,7 +23,7 @@ def bench_command(uri, *args):
 
 def finished_hashes(uri):
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("fgssl-bench")
+    experiment = client.get_experiment_by_name("synthetic")
     runs = client.search_runs([experiment.experiment_id])
     return Counter(r.data.tags["config_hash"] for r in runs if r.info.status == "FINISHED"), runs
 

@@ -41,8 +41,8 @@ def test_tune_four_trials_logs_them_and_prints_the_best(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "best knn.val.accuracy" in out and "lr:" in out and "temperature:" in out
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
-    assert len(runs) == 4
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])  # the dataset's
+    assert len(runs) == 4 and {r.data.tags["preset"] for r in runs} == {"smoke"}
     assert {r.data.tags["optuna.study"] for r in runs} == {"tune-simclr-synthetic"}
     assert sorted(int(r.data.tags["optuna.trial"]) for r in runs) == [0, 1, 2, 3]
     journal = tmp_path / "optuna-journal.log"

@@ -7,14 +7,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from servers import free_port
 
 from bench.cli import main
-from bench.ui import is_loopback
+from bench.ui import compare_url, is_loopback, runs_table_url
 
 WARNING = "bench: WARNING: the MLflow UI has no authentication"
 
@@ -30,7 +32,7 @@ def test_bench_ui_lists_the_runs_over_rest(tmp_path):
         deadline = time.time() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=fgssl-bench") as reply:
+                with urllib.request.urlopen(f"{base}/experiments/get-by-name?experiment_name=synthetic") as reply:
                     experiment = json.load(reply)["experiment"]
                 break
             except OSError:
@@ -47,6 +49,8 @@ def test_bench_ui_lists_the_runs_over_rest(tmp_path):
         output, _ = server.communicate(timeout=60)
         assert server.returncode == 0
         assert f"/#/experiments/{experiment['experiment_id']}/runs" in output  # the runs table's URL is printed
+        compare = compare_url(f"http://127.0.0.1:{port}", [experiment["experiment_id"]], [runs[0]["info"]["run_id"]])
+        assert f"compare its 1 finished run(s): {compare}" in output
         assert WARNING not in output  # loopback: only this machine can reach it
         assert _group_gone(server_group, timeout=30), "mlflow ui processes kept running after bench ui stopped"
     finally:
@@ -63,6 +67,31 @@ def start_ui(uri: str, port: int, *host: str) -> subprocess.Popen:
         text=True,
         start_new_session=True,  # so the test can see what is left of the whole tree afterwards
     )
+
+
+def test_the_compare_url_is_the_route_and_query_of_the_uis_own_compare_button():
+    """mlflow/server/js: ``getCompareRunPageRoute(runs, experiments)`` is
+    ``/compare-runs?runs=${JSON.stringify(runs)}&experiments=${JSON.stringify(experiments)}`` under the hash
+    router; the page URL-decodes the query and JSON.parses both values."""
+    url = compare_url("http://127.0.0.1:5000", ["3", "12"], ["b1a0", "ab03"])
+    assert url == (
+        "http://127.0.0.1:5000/#/compare-runs?runs=%5B%22b1a0%22%2C%22ab03%22%5D&experiments=%5B%2212%22%2C%223%22%5D"
+    )
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url.replace("/#/", "/")).query)
+    assert json.loads(query["runs"][0]) == ["b1a0", "ab03"] and json.loads(query["experiments"][0]) == ["12", "3"]
+    assert runs_table_url("http://h:1", "7") == "http://h:1/#/experiments/7/runs"
+
+
+def test_the_route_is_the_one_the_installed_ui_defines():
+    """Guard against an MLflow upgrade that moves the page: the route is in the UI's own build."""
+    import mlflow
+
+    build = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    if not build.is_dir():
+        pytest.skip("this MLflow install ships no UI build")
+    main_js = "".join(path.read_text(errors="ignore") for path in build.glob("main.*.js"))
+    assert '"/compare-runs"' in main_js
+    assert "?runs=${JSON.stringify(" in main_js and "&experiments=${JSON.stringify(" in main_js
 
 
 def test_only_loopback_addresses_count_as_private():

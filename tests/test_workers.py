@@ -27,10 +27,10 @@ def test_two_workers_run_every_configuration_once_and_a_rerun_skips_them(tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "6 run(s) to do on 2 worker(s)" in done.stderr and "6 run(s): 6 FINISHED" in done.stdout
     client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     counts = Counter(r.data.tags["config_hash"] for r in runs if r.info.status == "FINISHED")
     assert len(runs) == 6 and len(counts) == 6 and set(counts.values()) == {1}
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "6 run(s): 6 SKIPPED" in again.stdout
-    assert len(client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])) == 6
+    assert len(client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])) == 6

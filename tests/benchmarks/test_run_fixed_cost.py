@@ -50,7 +50,7 @@ def logged_seconds(tmp: Path, seed: int, epochs: int) -> tuple[float, float]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("fgssl-bench")
+    experiment = client.get_experiment_by_name("synthetic")
     assert experiment is not None, "the bench run logged no experiment"
     for run in client.search_runs([experiment.experiment_id]):
         params = run.data.params
