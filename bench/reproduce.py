@@ -56,6 +56,10 @@ def run_reproduce(args: argparse.Namespace) -> int:
         force=False,
         no_progress=args.no_progress,
         argv=[],
+        ray=None,  # one machine; a cluster runs the same sweep with bench run --config and --ray
+        cpus_per_run=1.0,
+        gpus_per_run=0.0,
+        state_dir=None,
     )
     code = commands.run(run_args)
     if args.dry_run:
