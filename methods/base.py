@@ -47,11 +47,14 @@ class FinetuneDefaults:
 @dataclass(frozen=True)
 class SSLBatch:
     """Two augmented views of the same images, plus the generator for any randomness a method
-    draws itself (FG-SSL's jigsaw), so a seeded run repeats exactly."""
+    draws itself (FG-SSL's jigsaw), so a seeded run repeats exactly, and ``prepared``: what the
+    method's ``prepare`` drew and computed from that generator ahead of its steps (keys prefixed with
+    the method's name)."""
 
     view1: torch.Tensor
     view2: torch.Tensor
     generator: torch.Generator | None = None
+    prepared: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,18 @@ class SSLMethod(nn.Module, ABC):
     def pretrained_hierarchy(self) -> Any:
         """The method's ``methods.hierarchy.Hierarchy``, which a progressive fine-tune starts from, or None."""
         return None
+
+    def prepare(self, batch: SSLBatch) -> SSLBatch:
+        """``batch`` with everything random that ``training_steps`` needs drawn now from
+        ``batch.generator``, in the order the steps would draw it, in ``batch.prepared``.
+
+        The trainer calls this right after making the batch's views, possibly in a background thread
+        while the previous batch trains, and then hands ``training_steps`` the prepared batch with a
+        generator it must not draw from (it checks): drawing there would put the draws after the next
+        batch's views and change a seeded run. No gradients flow through what is prepared here.
+        Default: nothing to prepare (the method draws nothing itself).
+        """
+        return batch
 
     @abstractmethod
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:

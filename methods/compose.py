@@ -81,6 +81,12 @@ class CompositeMethod(SSLMethod):
     def step_names(self) -> tuple[str, ...]:
         return tuple(f"{name}.{step}" for name, part in self.components.items() for step in part.step_names)
 
+    def prepare(self, batch: SSLBatch) -> SSLBatch:
+        """Each part's preparation in order (the order their steps draw in); keys carry the part's name."""
+        for part in self.components.values():
+            batch = part.prepare(batch)
+        return batch
+
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
         for name, part in self.components.items():
             for step in part.training_steps(batch):

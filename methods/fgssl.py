@@ -7,6 +7,7 @@ concatenation of the three levels of the unshuffled views, weighted 2 (PAPER.md)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +156,11 @@ class FGSSL(SSLMethod):
             ParamGroup(list(self.hierarchy.parameters()), 1.0),
         ]
 
+    def prepare(self, batch: SSLBatch) -> SSLBatch:
+        """Every level's jigsaw of ``view1``, drawn in the order the steps take them (finest first)."""
+        puzzles = {_puzzle_key(k): self._puzzle(k, batch) for k in sorted(self.config.levels)}
+        return dataclasses.replace(batch, prepared={**batch.prepared, **puzzles})
+
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
         losses = (self._level_loss(k, batch) for k in sorted(self.config.levels))
         if self.config.schedule == "progressive":
@@ -168,12 +174,17 @@ class FGSSL(SSLMethod):
             total = total + self._concat_loss(batch)
         yield StepLoss("joint", total, steps[0].embedding if steps else None)
 
-    def _level_loss(self, level: int, batch: SSLBatch) -> StepLoss:
+    def _puzzle(self, level: int, batch: SSLBatch) -> torch.Tensor:
+        """``view1`` shuffled on the level's grid: prepared ahead (``prepare``), else drawn now."""
+        if _puzzle_key(level) in batch.prepared:
+            return batch.prepared[_puzzle_key(level)]
         grid = self.config.grids[level - 1]
         # Under torch.distributed each rank shuffles its slice with the global batch's permutations.
         per_sample = not self.config.per_batch_permutation
-        puzzle = distributed.sharded_jigsaw(batch.view1, grid, generator=batch.generator, per_sample=per_sample)
-        e_puzzle = self._level_embedding(level, puzzle)
+        return distributed.sharded_jigsaw(batch.view1, grid, generator=batch.generator, per_sample=per_sample)
+
+    def _level_loss(self, level: int, batch: SSLBatch) -> StepLoss:
+        e_puzzle = self._level_embedding(level, self._puzzle(level, batch))
         e_original = self._level_embedding(level, batch.view2)
         return StepLoss(f"level{level}", self._bt(e_puzzle, e_original), e_original.detach())
 
@@ -193,3 +204,7 @@ class FGSSL(SSLMethod):
     def _bt(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Barlow Twins over the global batch: standardisation and cross-correlation see every rank's rows."""
         return barlow_twins(distributed.gather(a), distributed.gather(b), self.config.lambd, self.config.bt_variant)
+
+
+def _puzzle_key(level: int) -> str:
+    return f"{FGSSL.name}.jigsaw{level}"

@@ -4,6 +4,7 @@ classifier on the backbone's pooled features to tell which (one of the paper's o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ _VIEW = (
     ("color_jitter", {"amplitudes": (0.4, 0.4, 0.4, 0.1), "p": 0.8}),
 )
 VIEWS: ViewRecipe = (_VIEW, _VIEW)
+_ROTATED = "rotation.rotated"  # SSLBatch.prepared: ((rotated view 1, labels), (rotated view 2, labels))
 
 
 def random_rotations(
@@ -93,10 +95,18 @@ class Rotation(SSLMethod):
     def step_names(self) -> tuple[str, ...]:
         return ("loss",)
 
+    def prepare(self, batch: SSLBatch) -> SSLBatch:
+        """Both views rotated (view 1's draw first), and their labels."""
+        rotated = tuple(self._rotate_rows(v, batch.generator) for v in (batch.view1, batch.view2))
+        return dataclasses.replace(batch, prepared={**batch.prepared, _ROTATED: rotated})
+
     def training_steps(self, batch: SSLBatch) -> Iterator[StepLoss]:
         """Both views, each image rotated at random, through the backbone as one batch of 2B images."""
         b = batch.view1.shape[0]
-        rotated, labels = zip(*(self._rotate_rows(v, batch.generator) for v in (batch.view1, batch.view2)), strict=True)
+        pairs = batch.prepared.get(_ROTATED) or [
+            self._rotate_rows(v, batch.generator) for v in (batch.view1, batch.view2)
+        ]
+        rotated, labels = zip(*pairs, strict=True)
         features = self.backbone(torch.cat(rotated))
         logits = self.classifier(features)
         # Each view's logits in global-batch order, next to the labels every rank drew for the global batch.
