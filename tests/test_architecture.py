@@ -1,6 +1,7 @@
 """The layout is the architecture: bench on top; methods, datasets and reports never import each other."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,14 @@ def test_no_confusable_module_names():
     assert not stems["bench"] & stems["methods"], "bench/ and methods/ share module names"
     plurals = {f"{package}/{s}" for package, names in stems.items() for s in names if s + "s" in names}
     assert not plurals, f"modules named like their plural: {sorted(plurals)}"
+
+
+def test_every_page_the_readme_and_docs_link_exists():
+    """A user follows the README's links first: a renamed or missing docs page is a dead end."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    missing = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not (page.parent / target).exists():
+                missing.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not missing, f"dead links: {missing}"
