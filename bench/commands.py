@@ -144,8 +144,9 @@ def _plan(args: argparse.Namespace) -> int:
     from bench.sweep import expand
 
     configs = expand(resolve_tree(args.preset, args.config, args.overrides))
+    experiment = sweep_experiment(args)
     for config in configs:
-        print(f"{run_name(config)}  {config.config_hash()}")
+        print(f"{run_name(config)}  {config.config_hash()}  experiment {experiment or config.data.name}")
     print(f"\n{len(configs)} run(s) planned; nothing was written (--dry-run)")
     return 0
 

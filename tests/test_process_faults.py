@@ -81,9 +81,11 @@ def checkpoints(folder: Path) -> list[Path]:
     return sorted((folder / "checkpoints").glob("*.pt"))
 
 
-def runs(uri: str) -> list:
+def runs(uri: str, experiment: str = "synthetic") -> list:
+    """The runs of one experiment (without --experiment, bench logs a dataset's runs to its own; a
+    --config study's to the file's name)."""
     client = MlflowClient(uri)
-    return client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
 
 
 def run_rows(folder: Path) -> int:
@@ -321,7 +323,8 @@ def test_a_run_that_fails_midway_is_failed_and_the_sweep_goes_on(tmp_path):
     out, err = finish(sweep)
     assert sweep.returncode == 1, err[-2000:]
     assert "3 run(s): 1 FAILED, 2 FINISHED" in out
-    status = {r.data.tags["method"]: (r.info.status, r.data.tags.get("failure_reason", "")) for r in runs(uri)}
+    logged = runs(uri, "study")  # the study file's name
+    status = {r.data.tags["method"]: (r.info.status, r.data.tags.get("failure_reason", "")) for r in logged}
     assert status["simclr"][0] == status["random_init"][0] == "FINISHED"
     assert status["barlow"][0] == "FAILED" and "No such file or directory" in status["barlow"][1], status
     assert not checkpoints(folder)

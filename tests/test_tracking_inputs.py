@@ -57,10 +57,12 @@ def test_a_sweep_over_two_datasets_logs_to_one_experiment_per_dataset(tmp_path, 
     assert sorted(r.data.tags["dataset"] for r in runs_by_experiment(uri)["all"]) == ["isic2017", "synthetic"]
 
 
-def test_a_study_file_names_the_experiment_and_every_run_carries_its_preset(tmp_path):
+def test_a_study_file_names_the_experiment_and_every_run_carries_its_preset(tmp_path, capsys):
     uri = store(tmp_path)
     study = tmp_path / "my-study.yaml"
     study.write_text("methods: [random_init]\nseeds: [0, 1]\n")
+    assert main(["run", "--config", str(study), *SMOKE, "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("  experiment my-study\n") == 2  # --dry-run says where runs go
     assert main(["run", "--config", str(study), *SMOKE, "--tracking-uri", uri]) == 0
     ((name, runs),) = runs_by_experiment(uri).items()
     assert name == "my-study" and len(runs) == 2
