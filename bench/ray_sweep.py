@@ -25,6 +25,7 @@ from bench.ledger import Ledger
 from bench.run import RunOutcome, execute, run_name
 from bench.schema import RunConfig
 from bench.tracking import Tracker
+from bench.workers import finished_and_pending
 
 RETRIES = 3  # attempts after the first, when a task's worker or node dies (not when the run fails)
 NODE_TAG = "ray.node_id"
@@ -81,19 +82,7 @@ def run_on_ray(
             file=sys.stderr,
             flush=True,
         )
-        for each in trackers.values():
-            each.experiment_id()  # created once here, not by racing tasks
-        outcomes: list[RunOutcome | None] = [None] * len(configs)
-        pending = []
-        for index, config in enumerate(configs):
-            runs = trackers[config.data.name].find_runs(config.config_hash())
-            finished = [r for r in runs if r.info.status == "FINISHED"]
-            if finished:
-                run = finished[0]
-                note = "already finished"
-                outcomes[index] = RunOutcome(run.info.run_id, run_name(config), "SKIPPED", run.data.metrics, 0.0, note)
-            else:
-                pending.append(index)
+        outcomes, pending = finished_and_pending(configs, tracker)
         if pending:
             _submit_and_wait(ray, configs, pending, outcomes, tracker, state_dir, cpus, gpus)
         return [o for o in outcomes if o is not None]

@@ -135,17 +135,14 @@ def _run_one(config: RunConfig, tracker: Tracker, ledger: Ledger, force: bool) -
         _busy = False
 
 
-def run_parallel(
-    configs: list[RunConfig], tracker: Tracker, ledger: Ledger, workers: int, *, force: bool = False
-) -> list[RunOutcome]:
-    """Run ``configs`` on up to ``workers`` processes; outcomes come back in sweep order.
-
-    Configurations that already FINISHED are skipped here (unless ``force``) without starting a worker
-    for them; workers check again under the lock, so a run finished in the meantime is not repeated.
-    """
+def finished_and_pending(
+    configs: list[RunConfig], tracker: Tracker, force: bool = False
+) -> tuple[list[RunOutcome | None], list[int]]:
+    """What a coordinator does first, alone: create each experiment once (not in racing workers or
+    tasks), mark the configurations that FINISHED already as SKIPPED, and list the indices left to run."""
     trackers = [tracker.for_dataset(config.data.name) for config in configs]
     for experiment in {t.experiment: t for t in trackers}.values():
-        experiment.experiment_id()  # create the store and the experiments here, once, not in racing workers
+        experiment.experiment_id()
     outcomes: list[RunOutcome | None] = [None] * len(configs)
     pending = []
     for index, config in enumerate(configs):
@@ -157,6 +154,18 @@ def run_parallel(
             outcomes[index] = RunOutcome(run.info.run_id, run_name(config), "SKIPPED", run.data.metrics, 0.0, note)
         else:
             pending.append(index)
+    return outcomes, pending
+
+
+def run_parallel(
+    configs: list[RunConfig], tracker: Tracker, ledger: Ledger, workers: int, *, force: bool = False
+) -> list[RunOutcome]:
+    """Run ``configs`` on up to ``workers`` processes; outcomes come back in sweep order.
+
+    Configurations that already FINISHED are skipped here (unless ``force``) without starting a worker
+    for them; workers check again under the lock, so a run finished in the meantime is not repeated.
+    """
+    outcomes, pending = finished_and_pending(configs, tracker, force)
     if pending:
         workers = min(workers, len(pending))
         threads = threads_per_worker(workers)
