@@ -8,6 +8,11 @@ Figure: bare seconds per batch / trainer seconds per batch (1.0: the trainer cos
 arithmetic; the targets are >= 0.97 at 2 threads and >= 0.95 at 1 thread for SimCLR, BYOL and Barlow
 Twins on ISIC 2017, and FG-SSL's four steps <= 4.4x a Barlow Twins step, both end to end).
 
+Beside it, the same ratio in CPU time, which load stretches far less: of the training thread alone
+where the batches are made in the background (at one torch thread it does all of the training's work;
+this is the epoch a quiet machine would show, less any wait for the background thread), else of the
+process. It is printed and stored, not asserted.
+
 Clock: wall time (``time.perf_counter``), for the reference and the subject alike, whatever
 ``--benchmark-timer`` says. The point of the overlap is to do the next batch's views on a core the
 training leaves idle, which only wall time sees: process CPU time counts every thread of the process,
@@ -82,6 +87,20 @@ def wall(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def cpu_clock(overlap: bool) -> Callable[[], float]:
+    """The load-robust stand-in for wall time: the training thread's own CPU time when the batches are
+    made in another thread (at one torch thread it does all of the training's work, and the background
+    thread's is not the epoch's if a core is free for it), else the process's CPU time."""
+    return time.thread_time if overlap else time.process_time
+
+
+def timed(function: Callable[[], object], cpu: Callable[[], float]) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call."""
+    wall_start, cpu_start = time.perf_counter(), cpu()
+    function()
+    return time.perf_counter() - wall_start, cpu() - cpu_start
+
+
 def median_wall(function: Callable[[], object], rounds: int = 5) -> float:
     function()
     return statistics.median(wall(function) for _ in range(rounds))
@@ -100,6 +119,8 @@ class Figures:
     default: list[float] = field(default_factory=list)
     alternative: list[float] = field(default_factory=list)
     mechanics: list[float] = field(default_factory=list)
+    cpu_bare: list[float] = field(default_factory=list)
+    cpu_default: list[float] = field(default_factory=list)
     first_epoch: float = float("nan")
     components: dict[str, float] = field(default_factory=dict)
 
@@ -109,6 +130,10 @@ class Figures:
 
     def ratio(self, kind: str = "default") -> float:
         return self.per_batch("bare") / self.per_batch(kind)
+
+    def ratio_cpu(self) -> float:
+        """The same ratio in CPU time (``cpu_clock``), which load on the machine stretches far less."""
+        return self.per_batch("cpu_bare") / self.per_batch("cpu_default")
 
 
 @pytest.fixture(scope="module")
@@ -212,9 +237,13 @@ def measure(setup: Setup, ladder: bool, overlap: bool) -> Figures:
     if ladder:
         setup.run_epoch(not overlap)
         setup.mechanics()
+    cpu = cpu_clock(overlap)
     for _ in range(ROUNDS):
-        figures.bare.append(wall(setup.bare) / BATCHES)
-        figures.default.append(setup.run_epoch(overlap) / BATCHES)
+        seconds, cpu_seconds = timed(setup.bare, cpu)
+        figures.bare.append(seconds / BATCHES)
+        figures.cpu_bare.append(cpu_seconds / BATCHES)
+        _, cpu_seconds = timed(lambda: figures.default.append(setup.run_epoch(overlap) / BATCHES), cpu)
+        figures.cpu_default.append(cpu_seconds / BATCHES)
         if ladder:
             figures.alternative.append(setup.run_epoch(not overlap) / BATCHES)
     if ladder:
@@ -341,7 +370,9 @@ def test_end_to_end_epoch_vs_bare_step(ratio_bench, cpu_preset, splits, dataset,
         f">= {target}" if target else "none (recorded)",
         f"epoch {figures.per_batch('default') * 1e3:.0f} ms/batch ({'overlap' if overlap else 'inline'}), bare "
         f"{figures.per_batch('bare') * 1e3:.0f} ms/batch; busy cores before/after {busy_before:.1f}/{busy_after:.1f} "
-        "(wall clock)\n" + breakdown(figures),
+        "(wall clock); in CPU time "
+        f"({'the training thread' if overlap else 'the process'}) {figures.ratio_cpu():.3f}\n" + breakdown(figures),
+        cpu_ratio=figures.ratio_cpu(),
         overlap=float(overlap),
         bare_seconds_per_batch=figures.per_batch("bare"),
         epoch_seconds_per_batch=figures.per_batch("default"),
@@ -368,12 +399,14 @@ def test_fgssl_epoch_vs_barlow_epoch(ratio_bench, dataset, torch_threads) -> Non
     ratio_bench.record(lambda: None, rounds=1, warmup=0)
     ratio = fgssl.per_batch("default") / barlow.per_batch("default")
     bare = fgssl.per_batch("bare") / barlow.per_batch("bare")
+    cpu = fgssl.per_batch("cpu_default") / barlow.per_batch("cpu_default")
     ratio_bench.report(
         f"fgssl epoch/barlow epoch {dataset} {torch_threads} threads",
         ratio,
         f"<= {MAX_FGSSL_VS_BARLOW}",
         f"end to end {fgssl.per_batch('default') * 1e3:.0f} vs {barlow.per_batch('default') * 1e3:.0f} ms/batch; "
-        f"bare steps {bare:.2f}x (wall clock)",
+        f"bare steps {bare:.2f}x (wall clock); in CPU time {cpu:.2f}x",
         bare_ratio=bare,
+        cpu_ratio=cpu,
     )
     assert ratio <= MAX_FGSSL_VS_BARLOW
