@@ -311,7 +311,7 @@ def test_runs_in_two_workers_match_runs_in_one_process(tmp_path):
         )
         assert done.returncode == 0, done.stderr[-2000:]
         client = MlflowClient(uri)
-        runs = client.search_runs([client.get_experiment_by_name("fgssl-bench").experiment_id])
+        runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
         results[label] = {
             run.data.tags["config_hash"]: (
                 [
