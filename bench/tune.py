@@ -61,17 +61,21 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
         storage_obj = storage
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
-    try:
-        return optuna.create_study(
-            study_name=name,
-            storage=storage_obj,
-            direction="maximize",
-            load_if_exists=True,
-            pruner=pruner,
-            sampler=sampler,
-        )
-    except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-        raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
+    for _ in range(3):
+        try:
+            return optuna.create_study(
+                study_name=name,
+                storage=storage_obj,
+                direction="maximize",
+                load_if_exists=True,
+                pruner=pruner,
+                sampler=sampler,
+            )
+        except sqlalchemy.exc.IntegrityError:
+            continue  # two processes made the schema of an empty database at once: the loser finds it made
+        except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
+            raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
+    raise BenchError(f"cannot open Optuna storage {storage}: other processes kept creating its schema")
 
 
 def check_request(method: str, trials: int) -> None:
