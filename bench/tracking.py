@@ -38,6 +38,13 @@ from bench.errors import BenchError
 
 DEFAULT_STORE_DIR = Path("mlruns")
 _BATCH = 100  # MLflow's log_batch accepts at most 100 params per call
+_INSERT_ATTEMPTS = 4  # a row inserted by a concurrent writer is found on the next attempt
+_UNIQUE_VIOLATION = re.compile(r"UniqueViolation|UNIQUE constraint failed|Duplicate entry|duplicate key value")
+
+
+def _lost_insert_race(reason: str) -> bool:
+    """The database refused a row another writer had just inserted (PostgreSQL, SQLite or MySQL wording)."""
+    return _UNIQUE_VIOLATION.search(reason) is not None
 HEALTH_TIMEOUT_SECONDS = 5
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
@@ -311,8 +318,17 @@ class Tracker:
             )
             for r in records
         ]
-        with self.writing("log the datasets"):
-            self.client.log_inputs(run_id, datasets=inputs)
+        for attempt in range(_INSERT_ATTEMPTS):
+            try:
+                with self.writing("log the datasets"):
+                    self.client.log_inputs(run_id, datasets=inputs)
+                return
+            except TrackingUnavailable as exc:
+                # MLflow's get-or-create of a dataset row races between processes that log the same
+                # data at once; the loser's retry finds the row the winner committed.
+                if not _lost_insert_race(str(exc)) or attempt == _INSERT_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     def log_metrics(self, run_id: str, values: dict[str, float], step: int) -> None:
         timestamp = _now_ms()

@@ -118,3 +118,55 @@ def test_files_under_a_data_root_are_a_local_source_and_a_subset_that_cuts_is_a_
     assert params["data.train_limit"] == "5" and "data.eval_limit" not in params  # 128 cut nothing here
     assert params["data.root"] == str(fake_isic) and params["data.task"] == "3class"
     assert "data.synthetic_sizes" not in params
+
+
+def test_a_dataset_another_process_logged_first_is_found_on_the_retry(tmp_path, monkeypatch):
+    """Two processes logging the same data at once race on MLflow's get-or-create of the dataset row; the
+    loser's store answers with a unique-key violation. The loser is made here: its first call lets a
+    "winner" run log the dataset, then fails as the PostgreSQL-backed server did in CI."""
+    from mlflow.exceptions import MlflowException
+
+    from bench.run_record import dataset_records
+    from bench.schema import DataConfig
+    from bench.tracking import Tracker
+
+    tracker = Tracker(store(tmp_path), experiment="race")
+    records = list(dataset_records(DataConfig(synthetic_sizes=(32, 16, 16), image_size=32)))
+    winner = tracker.start_run("winner", {}, {})
+    loser = tracker.start_run("loser", {}, {})
+    real_log_inputs = MlflowClient.log_inputs
+    calls = []
+
+    def lose_the_race_once(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:
+            real_log_inputs(self, winner, datasets=datasets)
+            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates "dataset_pk"')
+        return real_log_inputs(self, run_id, datasets=datasets, models=models)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", lose_the_race_once)
+    tracker.log_datasets(loser, records)
+    client = MlflowClient(tracker.uri)
+    assert calls == [loser, loser]
+    logged = inputs(client.get_run(loser))
+    assert sorted(logged) == sorted(r.context for r in records)
+    assert {c: d.digest for c, d in logged.items()} == {c: d.digest for c, d in inputs(client.get_run(winner)).items()}
+
+
+def test_a_unique_violation_on_other_rows_is_not_retried_forever(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from bench.tracking import Tracker, TrackingUnavailable
+
+    tracker = Tracker(store(tmp_path), experiment="race")
+    run = tracker.start_run("run", {}, {})
+    attempts = []
+
+    def always_violates(self, run_id, datasets=None, models=None):
+        attempts.append(run_id)
+        raise MlflowException("UNIQUE constraint failed: datasets.experiment_id")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", always_violates)
+    with pytest.raises(TrackingUnavailable, match="UNIQUE constraint failed"):
+        tracker.log_datasets(run, [])
+    assert len(attempts) == 4
