@@ -45,6 +45,8 @@ _UNIQUE_VIOLATION = re.compile(r"UniqueViolation|UNIQUE constraint failed|Duplic
 def _lost_insert_race(reason: str) -> bool:
     """The database refused a row another writer had just inserted (PostgreSQL, SQLite or MySQL wording)."""
     return _UNIQUE_VIOLATION.search(reason) is not None
+
+
 HEALTH_TIMEOUT_SECONDS = 5
 HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",

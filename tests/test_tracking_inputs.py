@@ -141,7 +141,8 @@ def test_a_dataset_another_process_logged_first_is_found_on_the_retry(tmp_path, 
         calls.append(run_id)
         if len(calls) == 1:
             real_log_inputs(self, winner, datasets=datasets)
-            raise MlflowException('BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates "dataset_pk"')
+            violation = 'BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates "dataset_pk"'
+            raise MlflowException(violation)
         return real_log_inputs(self, run_id, datasets=datasets, models=models)
 
     monkeypatch.setattr(MlflowClient, "log_inputs", lose_the_race_once)
