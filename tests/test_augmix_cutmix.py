@@ -242,16 +242,7 @@ def test_progressive_finetune_with_cutmix_and_augmix_runs_and_repeats():
     results = []
     for _ in range(2):
         torch.manual_seed(0)
-        run = finetune(
-            Backbone(),
-            data,
-            evaluation,
-            0,
-            torch.device("cpu"),
-            class_names=data.class_names,
-            ordinal=False,
-            progress=False,
-        )
+        run = _finetune_on_cpu(data, evaluation)
         results.append(run.metrics)
     assert results[0] == results[1]
 
@@ -266,7 +257,12 @@ def test_finetune_with_cutmix_learns_well_above_chance():
     tree["eval"] |= {"finetune_batch_size": 64, "finetune_lr": 1e-3, "finetune_cutmix_alpha": 1.0}
     evaluation = build_run_config(tree, "random_init", "synthetic", 32, 0).eval
     torch.manual_seed(0)
-    result = finetune(
+    result = _finetune_on_cpu(data, evaluation)
+    assert result.metrics["val.accuracy"] > 0.45 and result.metrics["test.accuracy"] > 0.4, result.metrics
+
+
+def _finetune_on_cpu(data, evaluation):
+    return finetune(
         Backbone(),
         data,
         evaluation,
@@ -276,4 +272,3 @@ def test_finetune_with_cutmix_learns_well_above_chance():
         ordinal=False,
         progress=False,
     )
-    assert result.metrics["val.accuracy"] > 0.45 and result.metrics["test.accuracy"] > 0.4, result.metrics
