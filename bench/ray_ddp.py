@@ -1,0 +1,85 @@
+"""``bench run --ray ADDRESS --nproc N``: one configuration trained with DDP over N Ray workers.
+
+Ray Train's ``TorchTrainer`` schedules the N workers (each reserving ``--cpus-per-run`` CPUs and
+``--gpus-per-run`` GPUs, on any nodes), gives them their ranks and joins them in a torch process group;
+so no rendezvous is made by hand. Each worker then does what a ``bench run --nproc`` rank does for one
+configuration (bench/process_group.py): rank 0 runs ``execute`` as a single process would, alone
+talking to MLflow and writing the checkpoint in the shared state folder, and hands the other ranks the
+configuration and the state to resume from; they train with it, half the global batch each, and
+nothing else. When a worker or its node dies, Ray Train restarts the whole group (at most ``RETRIES``
+times, the same bound as a task's retries) and the new rank 0 resumes the run from its checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.ledger import Ledger
+from bench.process_group import COMMAND_LINE_TIMEOUT, end_followers, init_from_env
+from bench.ray_sweep import NODE_TAG, RETRIES
+from bench.run import RunOutcome, execute, follow_rank_zero
+from bench.schema import RunConfig
+from bench.tracking import Tracker
+
+TRAIN_FOLDER = "ray-train"  # under the state folder: Ray Train's own records of each configuration's trainer
+
+
+def train_together(
+    config: RunConfig, tracker: Tracker, ledger: Ledger, nproc: int, cpus: float, gpus: float
+) -> RunOutcome:
+    """Run ``config`` on ``nproc`` Ray Train workers; its outcome as rank 0 saw it. ``ledger`` must
+    live on storage every node reaches: the worker that resumes the run may be on another node."""
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"config": config, "tracker": tracker, "ledger": ledger, "threads": max(1, int(cpus))},
+        # Followers wait in a collective while rank 0 evaluates the run, far beyond torch's 30 minutes.
+        torch_config=TorchConfig(timeout_s=int(COMMAND_LINE_TIMEOUT.total_seconds())),
+        scaling_config=ray.train.ScalingConfig(num_workers=nproc, use_gpu=gpus > 0, resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=config.config_hash(),
+            storage_path=str(Path(ledger.root, TRAIN_FOLDER).resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=RETRIES),
+        ),
+    )
+    return trainer.fit().return_value
+
+
+def _worker(settings: dict[str, Any]) -> RunOutcome | None:
+    """One rank, in the process group Ray Train set up: rank 0 runs the configuration, the others follow."""
+    import ray
+
+    from bench.devices import resolve_device
+
+    config: RunConfig = settings["config"]
+    torch.set_num_threads(settings["threads"])
+    ctx = init_from_env(resolve_device(config.device))
+    if not ctx.is_main:
+        follow_rank_zero(ctx)
+        return None
+    node = ray.get_runtime_context().get_node_id()
+    tracker: Tracker = settings["tracker"]
+    outcome = execute(config, tracker, settings["ledger"], progress=False, extra_tags={NODE_TAG: node}, ctx=ctx)
+    if outcome.run_id is not None and outcome.status != "SKIPPED":
+        tracker.set_tags(outcome.run_id, {NODE_TAG: node})  # a resumed run: the node of the rank 0 that finished it
+    end_followers(ctx)
+    return outcome
+
+
+def check_room(ray: Any, nproc: int, cpus: float, gpus: float) -> None:
+    """The N workers of one run must fit in the cluster at once: Ray Train would wait for them forever."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    total_cpus = sum(node.get("CPU", 0) for node in nodes)
+    total_gpus = sum(node.get("GPU", 0) for node in nodes)
+    if total_cpus < nproc * cpus or total_gpus < nproc * gpus:
+        raise BenchError(
+            f"--nproc {nproc} needs {nproc * cpus:g} CPU(s) and {nproc * gpus:g} GPU(s) at once; "
+            f"the Ray cluster has {total_cpus:g} CPU(s) and {total_gpus:g} GPU(s)"
+        )
