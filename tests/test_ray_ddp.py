@@ -1,0 +1,110 @@
+"""``bench run --ray ADDRESS --nproc N``: DDP over N Ray Train workers on a real two-node Ray cluster
+(127.0.0.1, one CPU per node, so the two workers of a run sit on different nodes).
+
+Every registered method trained by two workers with half the global batch each gives the loss and
+every gradient of one plain process with the whole batch (float64, 1e-5); a run of ``bench run`` ends
+FINISHED in a real ``mlflow server``; bad ``--nproc`` values are refused in one line before anything
+starts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import torch
+from processes import finish
+from servers import mlflow_server, ray_cluster, rest_runs
+from test_distributed import assert_same_records
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "distributed" / "ray_parity_worker.py"
+PYTHONPATH = os.pathsep.join([str(ROOT), str(WORKER.parent)])  # every node imports this checkout and parity
+ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+SMOKE = ["--preset", "smoke", "--no-progress"]
+
+
+def load_worker() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ray_parity_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+worker = load_worker()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with ray_cluster(2, env={"PYTHONPATH": PYTHONPATH}) as (address, _):
+        yield address
+
+
+@pytest.fixture(scope="module")
+def ray_ranks(cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every method trained by two Ray Train workers; their records, one file per method and rank."""
+    out = tmp_path_factory.mktemp("ray-parity")
+    command = [sys.executable, str(WORKER), cluster, str(out), str(out / "ray-train")]
+    driver = subprocess.Popen(
+        command, cwd=out, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    log = finish(driver, timeout=900)
+    assert driver.returncode == 0, f"the Ray Train parity run failed (exit {driver.returncode}):\n{log[-4000:]}"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", worker.NAMES)
+def test_two_ray_workers_with_half_batches_train_like_one_process(ray_ranks, name):
+    reference = worker.parity.run(worker.build(name), batches=worker.batches(name))
+    rank0, rank1 = (torch.load(ray_ranks / f"{name}.rank{r}.pt") for r in range(worker.WORLD_SIZE))
+    assert len(reference["losses"]) == worker.batches(name) * len(worker.build(name).step_names)
+    assert_same_records(rank0, reference)
+    assert rank0["losses"] == rank1["losses"]
+    for got, other in zip(rank0["grads"], rank1["grads"], strict=True):
+        assert {n: None if g is None else worker.parity.digest(g) for n, g in got.items()} == other
+    assert {k: worker.parity.digest(v) for k, v in rank0["state"].items()} == rank1["state"]
+
+
+def _tag(run: dict[str, Any], key: str) -> str | None:
+    return next((t["value"] for t in run["data"]["tags"] if t["key"] == key), None)
+
+
+@pytest.mark.slow
+def test_a_run_trained_by_two_ray_workers_finishes_in_mlflow(cluster, tmp_path):
+    with mlflow_server(tmp_path / "server") as (uri, _):
+        args = ["-m", "bench", "run", *SMOKE, "--methods", "simclr", "--epochs", "1", "--ray", cluster]
+        args += ["--nproc", "2", "--tracking-uri", uri, "--experiment", "ddp", "--state-dir", str(tmp_path / "state")]
+        done = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, env=ENV)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs = rest_runs(uri, "ddp")
+    assert [r["info"]["status"] for r in runs] == ["FINISHED"]
+    (run,) = runs
+    assert _tag(run, "world_size") == "2" and _tag(run, "ray.node_id")
+    assert {p["key"]: p["value"] for p in run["data"]["params"]}.get("train.sync_batchnorm") == "True"
+    metrics = {m["key"] for m in run["data"]["metrics"]}
+    assert {"knn.test.accuracy", "linear.test.accuracy"} <= metrics, sorted(metrics)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--nproc", "0"], "bench: error: --nproc must be at least 1, got 0\n"),
+        (["--nproc", "3"], "bench: error: batch size 32 does not split evenly over --nproc 3\n"),
+        (["--nproc", "2", "--workers", "2"], "bench: error: --nproc and --workers cannot be combined"),
+    ],
+)
+def test_bad_nproc_with_ray_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, flags, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", *SMOKE, "--methods", "simclr", "--ray", "local", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err
+    assert not list(tmp_path.iterdir()), "nothing was written"
