@@ -5,9 +5,10 @@ Ray Train's ``TorchTrainer`` schedules the N workers (each reserving ``--cpus-pe
 so no rendezvous is made by hand. Each worker then does what a ``bench run --nproc`` rank does for one
 configuration (bench/process_group.py): rank 0 runs ``execute`` as a single process would, alone
 talking to MLflow and writing the checkpoint in the shared state folder, and hands the other ranks the
-configuration and the state to resume from; they train with it, half the global batch each, and
-nothing else. When a worker or its node dies, Ray Train restarts the whole group (at most ``RETRIES``
-times, the same bound as a task's retries) and the new rank 0 resumes the run from its checkpoint.
+configuration and the state to resume from; they train with it, each on its share of the global
+batch, and do nothing else. When a worker or its node dies, Ray Train restarts the whole group (at
+most ``RETRIES`` times, the bound on a task's retries) and the new rank 0 takes the run up as a retried
+task would.
 """
 
 from __future__ import annotations
