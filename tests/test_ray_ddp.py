@@ -100,6 +100,7 @@ def test_a_run_trained_by_two_ray_workers_finishes_in_mlflow(cluster, tmp_path):
         (["--nproc", "0"], "bench: error: --nproc must be at least 1, got 0\n"),
         (["--nproc", "3"], "bench: error: batch size 32 does not split evenly over --nproc 3\n"),
         (["--nproc", "2", "--workers", "2"], "bench: error: --nproc and --workers cannot be combined"),
+        (["--nproc", "2", "--force"], "bench: error: --ray cannot be combined with --workers or --force yet\n"),
     ],
 )
 def test_bad_nproc_with_ray_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, flags, message):
