@@ -13,6 +13,7 @@ task would.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +76,14 @@ def _worker(settings: dict[str, Any]) -> RunOutcome | None:
 
 
 def check_room(ray: Any, nproc: int, cpus: float, gpus: float) -> None:
-    """The N workers of one run must fit in the cluster at once: Ray Train would wait for them forever."""
-    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-    total_cpus = sum(node.get("CPU", 0) for node in nodes)
-    total_gpus = sum(node.get("GPU", 0) for node in nodes)
-    if total_cpus < nproc * cpus or total_gpus < nproc * gpus:
+    """The N workers of one run must fit in the cluster at once, each within one node: Ray Train would
+    otherwise wait for them forever."""
+    room = 0
+    for node in (node["Resources"] for node in ray.nodes() if node.get("Alive")):
+        shares = [node.get("CPU", 0) / cpus] + ([node.get("GPU", 0) / gpus] if gpus else [])
+        room += math.floor(min(shares) + 1e-9)  # 0.6 CPU / 0.2 is 2.999...
+    if room < nproc:
         raise BenchError(
-            f"--nproc {nproc} needs {nproc * cpus:g} CPU(s) and {nproc * gpus:g} GPU(s) at once; "
-            f"the Ray cluster has {total_cpus:g} CPU(s) and {total_gpus:g} GPU(s)"
+            f"--nproc {nproc} needs {nproc} workers of {cpus:g} CPU(s) and {gpus:g} GPU(s) at once; "
+            f"the Ray cluster has room for {room}"
         )

@@ -24,6 +24,8 @@ from servers import mlflow_server, ray_cluster, rest_runs
 from test_distributed import assert_same_records
 
 from bench.cli import main
+from bench.errors import BenchError
+from bench.ray_ddp import check_room
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "distributed" / "ray_parity_worker.py"
@@ -109,3 +111,32 @@ def test_bad_nproc_with_ray_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(message), err
     assert not list(tmp_path.iterdir()), "nothing was written"
+
+
+class FakeRay:
+    """``ray.nodes()`` of a cluster with two live nodes of 3 CPUs and one GPU each, and a dead one."""
+
+    @staticmethod
+    def nodes() -> list[dict[str, Any]]:
+        alive = {"Alive": True, "Resources": {"CPU": 3.0, "GPU": 1.0}}
+        return [alive, alive, {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}}]
+
+
+@pytest.mark.parametrize(
+    ("nproc", "cpus", "gpus", "fits"),
+    [
+        (2, 3, 1, True),
+        (3, 2, 0, False),  # 2 CPUs each: one per node, 4 CPUs left over in pieces of 1
+        (4, 1.5, 0, True),
+        (3, 1, 1, False),
+        (10, 0.5, 0.2, True),
+        (11, 0.5, 0.2, False),
+        (4, 0.6, 0.5, True),
+    ],
+)
+def test_a_run_s_workers_must_fit_in_the_cluster_at_once(nproc, cpus, gpus, fits):
+    if fits:
+        check_room(FakeRay, nproc, cpus, gpus)
+    else:
+        with pytest.raises(BenchError, match=f"--nproc {nproc} needs {nproc} workers"):
+            check_room(FakeRay, nproc, cpus, gpus)
