@@ -14,6 +14,7 @@ task would.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from bench.errors import BenchError
 from bench.ledger import Ledger
 from bench.process_group import COMMAND_LINE_TIMEOUT, end_followers, init_from_env
-from bench.ray_sweep import NODE_TAG, RETRIES
+from bench.ray_sweep import NODE_TAG, RETRIES, DriverLedger
 from bench.run import RunOutcome, execute, follow_rank_zero
 from bench.schema import RunConfig
 from bench.tracking import Tracker
@@ -54,6 +55,22 @@ def train_together(
     return trainer.fit().return_value
 
 
+@dataclass(frozen=True)
+class HeldLedger(DriverLedger):
+    """Rank 0's ledger: a checkpoint that ``execute`` discards stays on disk until ``release``. A worker
+    that dies breaks rank 0's next collective, which ``execute`` records as the run failing; the
+    checkpoint must survive that, for the restarted group to resume the run."""
+
+    held: list[str] = field(default_factory=list)
+
+    def discard(self, config_hash: str) -> None:
+        self.held.append(config_hash)
+
+    def release(self) -> None:
+        for config_hash in self.held:
+            super().discard(config_hash)
+
+
 def _worker(settings: dict[str, Any]) -> RunOutcome | None:
     """One rank, in the process group Ray Train set up: rank 0 runs the configuration, the others follow."""
     import ray
@@ -68,10 +85,18 @@ def _worker(settings: dict[str, Any]) -> RunOutcome | None:
         return None
     node = ray.get_runtime_context().get_node_id()
     tracker: Tracker = settings["tracker"]
-    outcome = execute(config, tracker, settings["ledger"], progress=False, extra_tags={NODE_TAG: node}, ctx=ctx)
+    ledger = HeldLedger(settings["ledger"].root)
+    outcome = execute(config, tracker, ledger, progress=False, extra_tags={NODE_TAG: node}, ctx=ctx)
     if outcome.run_id is not None and outcome.status != "SKIPPED":
         tracker.set_tags(outcome.run_id, {NODE_TAG: node})  # a resumed run: the node of the rank 0 that finished it
-    end_followers(ctx)
+    try:
+        end_followers(ctx)
+    except RuntimeError as exc:  # the group broke: another worker died
+        if outcome.status == "FAILED" and outcome.run_id is not None:
+            tracker.set_tags(outcome.run_id, {"failure_reason": f"interrupted: a worker died ({str(exc)[:300]})"})
+            tracker.finish(outcome.run_id, "KILLED")
+            raise  # Ray Train restarts the group, which resumes the run from the checkpoint kept
+    ledger.release()
     return outcome
 
 
