@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -32,6 +36,7 @@ WORKER = ROOT / "tests" / "distributed" / "ray_parity_worker.py"
 PYTHONPATH = os.pathsep.join([str(ROOT), str(WORKER.parent)])  # every node imports this checkout and parity
 ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 SMOKE = ["--preset", "smoke", "--no-progress"]
+RANK1 = re.compile(r"pid=(\d+)\) world_rank=1")  # Ray Train's line for each worker it starts
 
 
 def load_worker() -> ModuleType:
@@ -94,6 +99,34 @@ def test_a_run_trained_by_two_ray_workers_finishes_in_mlflow(cluster, tmp_path):
     assert {p["key"]: p["value"] for p in run["data"]["params"]}.get("train.sync_batchnorm") == "True"
     metrics = {m["key"] for m in run["data"]["metrics"]}
     assert {"knn.test.accuracy", "linear.test.accuracy"} <= metrics, sorted(metrics)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_leaves_one_run_resumed_from_its_checkpoint(cluster, tmp_path):
+    """SIGKILL of rank 1 after the first checkpoint: rank 0's broken collective does not fail the run
+    for good; Ray Train restarts both workers and the run resumes in the same MLflow run."""
+    state = tmp_path / "state"
+    with mlflow_server(tmp_path / "server") as (uri, _):
+        args = ["-m", "bench", "run", *SMOKE, "--methods", "simclr", "--epochs", "3", "--ray", cluster, "--nproc", "2"]
+        args += ["--tracking-uri", uri, "--experiment", "killed", "--state-dir", str(state)]
+        driver = subprocess.Popen([sys.executable, *args], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(driver.stdout), daemon=True)
+        reader.start()
+        deadline, rank1 = time.time() + 600, None
+        while rank1 is None or not any((state / "checkpoints").glob("*.pt")):
+            assert driver.poll() is None and time.time() < deadline, "no checkpoint:\n" + "".join(lines)[-3000:]
+            rank1 = rank1 or next((int(m[1]) for line in list(lines) if (m := RANK1.search(line))), None)
+            time.sleep(0.2)
+        os.kill(rank1, signal.SIGKILL)
+        driver.wait(timeout=900)
+        reader.join(timeout=30)
+        log = "".join(lines)
+        assert driver.returncode == 0, log[-3000:]
+        runs = rest_runs(uri, "killed")
+    assert [r["info"]["status"] for r in runs] == ["FINISHED"], [_tag(r, "failure_reason") for r in runs]
+    assert "resumed after epoch" in log, log[-3000:]
 
 
 @pytest.mark.parametrize(
