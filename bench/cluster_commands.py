@@ -5,6 +5,7 @@ bench/ray_sweep.py and bench/ray_tune.py. Ray is imported only here, on request:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 from bench.cluster import check_address, check_request, import_ray
 from bench.commands import _state_dir, _sweep_summary, preset_tags, sweep_experiment
 from bench.errors import BenchError
-from bench.resolve import resolve_tree
+from bench.resolve import resolve_tree, set_path
 from bench.schema import RunConfig
 from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
 
@@ -37,20 +38,34 @@ def run_on_cluster(args: argparse.Namespace) -> int:
     """``--ray``: the sweep on a Ray cluster (bench/ray_sweep.py); each bad input is refused first."""
     from bench.sweep import expand
 
-    if args.workers > 1 or args.nproc > 1 or args.force:
-        raise BenchError("--ray cannot be combined with --workers, --nproc or --force yet")
+    if args.workers > 1 or args.force:
+        raise BenchError("--ray cannot be combined with --workers or --force yet")
     check_request(args.cpus_per_run, args.gpus_per_run)
     import_ray()
     check_address(args.ray)
-    configs = [absolute_data_paths(c) for c in expand(resolve_tree(args.preset, args.config, args.overrides))]
+    configs = [absolute_data_paths(c) for c in expand(ddp_tree(args))]
+    for config in configs:
+        if config.train.batch_size % args.nproc:
+            raise BenchError(f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}")
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), sweep_experiment(args), preset_tags(args))
     from bench.ray_sweep import run_on_ray
 
     check_store_shared(tracker.uri, args.ray)
     check_store(tracker.uri)
     state = Path(args.state_dir or _state_dir(tracker.uri)).resolve()
-    outcomes = run_on_ray(configs, tracker, state, args.ray, args.cpus_per_run, args.gpus_per_run)
+    outcomes = run_on_ray(configs, tracker, state, args.ray, args.cpus_per_run, args.gpus_per_run, args.nproc)
     return _sweep_summary(configs, outcomes, tracker)
+
+
+def ddp_tree(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep's tree; with ``--nproc`` > 1, BatchNorm over the global batch unless the sweep says
+    otherwise, so N workers train like one process with the whole batch (as ``bench run --nproc`` does)."""
+    tree = resolve_tree(args.preset, args.config, args.overrides)
+    if args.nproc > 1 and "sync_batchnorm" not in (tree.get("train") or {}):
+        overrides = copy.deepcopy(args.overrides)
+        set_path(overrides, ("train", "sync_batchnorm"), True)
+        tree = resolve_tree(args.preset, args.config, overrides)
+    return tree
 
 
 def tune_on_cluster(args: argparse.Namespace, tree: dict[str, Any], name: str, tracker: Tracker):

@@ -87,6 +87,8 @@ def init_from_env(device: torch.device, *, timeout: timedelta | None = None) -> 
 
     torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT; without WORLD_SIZE (or
     with 1) this is a plain process and no group is created, so single-process runs are unchanged.
+    Ray Train's workers (bench/ray_ddp.py) find the group already made and the same variables set:
+    they get its context, and no second group.
     On CUDA each process takes GPU ``LOCAL_RANK``. ``timeout`` bounds every collective (torch's
     default when None).
     """

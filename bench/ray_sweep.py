@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -41,6 +42,15 @@ class DriverLedger(Ledger):
         yield True
 
 
+@dataclass(frozen=True)
+class Ddp:
+    """A run trained by ``nproc`` Ray Train workers, each reserving ``cpus`` CPUs and ``gpus`` GPUs."""
+
+    nproc: int
+    cpus: float
+    gpus: float
+
+
 class Progress:
     """A Ray actor (no CPU) that tasks tell when they start and where, for the driver's counts."""
 
@@ -54,14 +64,21 @@ class Progress:
         return dict(self.running)
 
 
-def run_task(index: int, config: RunConfig, tracker: Tracker, state_dir: str, threads: int, progress) -> RunOutcome:
-    """One configuration on whichever node Ray chose: tagged with that node, first or resumed attempt."""
+def run_task(
+    index: int, config: RunConfig, tracker: Tracker, state_dir: str, threads: int, progress, ddp: Ddp | None = None
+) -> RunOutcome:
+    """One configuration on whichever node Ray chose: tagged with that node, first or resumed attempt;
+    with ``ddp``, trained by that many Ray Train workers (bench/ray_ddp.py), which this task waits for."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     progress.started.remote(index, node)
-    torch.set_num_threads(threads)
     ledger = DriverLedger(Path(state_dir))
+    if ddp is not None:
+        from bench.ray_ddp import train_together
+
+        return train_together(config, tracker, ledger, ddp.nproc, ddp.cpus, ddp.gpus)
+    torch.set_num_threads(threads)
     outcome = execute(config, tracker, ledger, progress=False, extra_tags={NODE_TAG: node})
     if outcome.run_id is not None and outcome.status != "SKIPPED":
         tracker.set_tags(outcome.run_id, {NODE_TAG: node})  # a resumed run: the node that finished it
@@ -69,12 +86,17 @@ def run_task(index: int, config: RunConfig, tracker: Tracker, state_dir: str, th
 
 
 def run_on_ray(
-    configs: list[RunConfig], tracker: Tracker, state_dir: Path, address: str, cpus: float, gpus: float
+    configs: list[RunConfig], tracker: Tracker, state_dir: Path, address: str, cpus: float, gpus: float, nproc: int = 1
 ) -> list[RunOutcome]:
-    """Every configuration of the sweep once, on the cluster; outcomes in sweep order."""
+    """Every configuration of the sweep once, on the cluster; outcomes in sweep order. With ``nproc`` > 1
+    each run is trained by ``nproc`` workers that each reserve ``cpus`` and ``gpus``."""
     ray = connect(address)
     try:
         check_fits(ray, cpus, gpus)
+        if nproc > 1:
+            from bench.ray_ddp import check_room
+
+            check_room(ray, nproc, cpus, gpus)
         trackers = {c.data.name: tracker.for_dataset(c.data.name) for c in configs}
         experiments = ", ".join(repr(t.experiment) for t in trackers.values())
         print(
@@ -84,19 +106,27 @@ def run_on_ray(
         )
         outcomes, pending = finished_and_pending(configs, tracker)
         if pending:
-            _submit_and_wait(ray, configs, pending, outcomes, tracker, state_dir, cpus, gpus)
+            ddp = Ddp(nproc, cpus, gpus) if nproc > 1 else None
+            _submit_and_wait(ray, configs, pending, outcomes, tracker, state_dir, cpus, gpus, ddp)
         return [o for o in outcomes if o is not None]
     finally:
         ray.shutdown()
 
 
-def _submit_and_wait(ray: ModuleType, configs, pending, outcomes, tracker, state_dir, cpus, gpus) -> None:
+def _submit_and_wait(
+    ray: ModuleType, configs, pending, outcomes, tracker, state_dir, cpus, gpus, ddp: Ddp | None = None
+) -> None:
     progress = ray.remote(num_cpus=0)(Progress).remote()
+    reserved = (0, 0) if ddp is not None else (cpus, gpus)  # a DDP run's workers reserve its resources
     task = ray.remote(run_task).options(
-        num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES, retry_exceptions=False, scheduling_strategy="SPREAD"
+        num_cpus=reserved[0],
+        num_gpus=reserved[1],
+        max_retries=RETRIES,
+        retry_exceptions=False,
+        scheduling_strategy="SPREAD",
     )
     threads = max(1, int(cpus))
-    refs = {task.remote(i, configs[i], tracker, str(state_dir), threads, progress): i for i in pending}
+    refs = {task.remote(i, configs[i], tracker, str(state_dir), threads, progress, ddp): i for i in pending}
     print(f"bench: {len(refs)} run(s) submitted to the Ray cluster", file=sys.stderr, flush=True)
     shown, failed = "", 0
     try:
