@@ -116,7 +116,10 @@ def run_on_ray(
 def _submit_and_wait(
     ray: ModuleType, configs, pending, outcomes, tracker, state_dir, cpus, gpus, ddp: Ddp | None = None
 ) -> None:
-    progress = ray.remote(num_cpus=0)(Progress).remote()
+    # On the driver's own node: on another one, that node's death would end the sweep with the actor.
+    driver_node = ray.get_runtime_context().get_node_id()
+    here = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(driver_node, soft=False)
+    progress = ray.remote(num_cpus=0)(Progress).options(scheduling_strategy=here).remote()
     reserved = (0, 0) if ddp is not None else (cpus, gpus)  # a DDP run's workers reserve its resources
     task = ray.remote(run_task).options(
         num_cpus=reserved[0],

@@ -131,7 +131,15 @@ def ray_cluster(nodes: int = 2, env: dict[str, str] | None = None) -> Iterator[t
     temp = tempfile.mkdtemp(prefix="bray", dir="/tmp")  # short: Ray's Unix sockets live under it
     port = free_port()
     address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1", **(env or {})}
+    # Token auth off: Ray 2.60 turns it on for every later `ray start` once any local `ray.init()` wrote
+    # ~/.ray/auth_token, and then `ray status` and drivers connecting by address are refused.
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+        "RAY_AUTH_MODE": "disabled",
+        **(env or {}),
+    }
     processes: list[subprocess.Popen] = []
     try:
         for n in range(nodes):

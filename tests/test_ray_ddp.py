@@ -34,7 +34,13 @@ from bench.ray_ddp import check_room
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "distributed" / "ray_parity_worker.py"
 PYTHONPATH = os.pathsep.join([str(ROOT), str(WORKER.parent)])  # every node imports this checkout and parity
-ENV = {**os.environ, "PYTHONPATH": PYTHONPATH, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+ENV = {
+    **os.environ,
+    "PYTHONPATH": PYTHONPATH,
+    "OMP_NUM_THREADS": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+}
 SMOKE = ["--preset", "smoke", "--no-progress"]
 RANK1 = re.compile(r"pid=(\d+)\) world_rank=1")  # Ray Train's line for each worker it starts
 
