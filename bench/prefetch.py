@@ -8,11 +8,10 @@ into the next epoch's generator). A failure in the thread is raised in the train
 batch it belongs to; the thread is joined on every way out (end of epoch, an exception, Ctrl-C or
 SIGTERM arriving as ``KeyboardInterrupt``), after at most the item it is making.
 
-On the CPU the thread runs its torch ops on one OpenMP thread of its own, and by default only when the
-training's torch threads leave a core free (``overlap_by_default``): with every core in the training's
-OpenMP team, a second busy thread does not add a core, it deschedules one of the team's threads, whose
-partners then wait at the next barrier, so the views cost more than made inline on all cores
-(docs/performance.md has the measurements). On CUDA it
+On the CPU the thread runs its torch ops on one OpenMP thread of its own. The trainer turns it on by
+default at every thread count: on a quiet 2-core machine it hid the views' 2-4 % at two torch threads
+as well as at one (docs/performance.md, "End to end").
+On CUDA it
 enqueues its copies and kernels on a side stream; the training stream waits for an item's event
 before using it, and the item's tensors are recorded on the training stream for the caching allocator.
 
@@ -32,20 +31,11 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from bench.threads import available_cores
-
 T = TypeVar("T")
 POLL_SECONDS = 0.5  # how often a waiting training thread checks that the prefetch thread is alive
 # The decoded cache is copied to a GPU only if it takes at most this share of the memory free when the
 # trainer is built (the model is on the device by then; activations and optimizer state are not).
 DEVICE_CACHE_SHARE = 0.25
-
-
-def overlap_by_default(torch_threads: int, cores: int | None = None) -> bool:
-    """Whether to make the next batch in a background thread: when the training's torch threads leave
-    a core for it (on a GPU always: the thread only enqueues work)."""
-    cores = available_cores() if cores is None else cores
-    return torch_threads < cores
 
 
 class Ahead(Generic[T]):

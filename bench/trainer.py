@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from bench.collapse import embedding_spread
 from bench.devices import autocast, grad_scaler
-from bench.prefetch import Ahead, DeviceImages, overlap_by_default
+from bench.prefetch import Ahead, DeviceImages
 from bench.process_group import DistributedContext, rank_slice, wrap
 from bench.schema import OptimConfig
 from bench.seeding import epoch_generator
@@ -66,9 +66,8 @@ class EpochLoop:
 
     state_key: str  # the module's key in ``state_dict`` (checkpoints)
     streams: tuple[int, int] = (DATA_ORDER_STREAM, AUGMENT_STREAM)  # random streams of order, augmentation
-    # Make batch b + 1 (``_prepare``) in a background thread while batch b trains: True, False, or None
-    # for where it pays (``_overlap``).
-    prefetch: bool | None = False
+    # Make batch b + 1 (``_prepare``) in a background thread while batch b trains.
+    prefetch: bool = False
 
     def __init__(
         self,
@@ -130,7 +129,7 @@ class EpochLoop:
         with Ahead(
             lambda b: self._prepare(indices[b], generator),
             count,
-            depth=1 if self._overlap() else 0,
+            depth=1 if self.prefetch else 0,
             device=self.device,
             threads=1 if self.device.type == "cpu" else None,
             name=f"{self.name} prefetch",
@@ -153,13 +152,6 @@ class EpochLoop:
         spread = embedding_spread(embedding) if embedding is not None and len(embedding) > 1 else math.nan
         images_seen = count * self.batch_size
         return EpochStats(epoch, losses, lr, seconds, images_seen / seconds, spread)
-
-    def _overlap(self) -> bool:
-        """Whether this epoch makes its batches ahead in a background thread: ``prefetch``, or when it
-        is None, on a GPU and where the torch threads leave a CPU core free (bench/prefetch.py)."""
-        if self.prefetch is not None:
-            return self.prefetch
-        return self.device.type != "cpu" or overlap_by_default(torch.get_num_threads())
 
     def _prepare(self, index: torch.Tensor, generator: torch.Generator) -> Any:
         """Everything of the batch at ``index`` (sorted) that draws from ``generator``, made now: with
@@ -236,7 +228,7 @@ class Trainer(EpochLoop):
         compile: bool = False,
         sync_batchnorm: bool = False,
         distributed: DistributedContext | None = None,
-        prefetch: bool | None = None,
+        prefetch: bool = True,
         resident: bool | None = None,
     ) -> None:
         if batch_size > len(images):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.prefetch import Ahead, DeviceImages, cache_fits, free_device_memory, overlap_by_default, tensors_in
+from bench.prefetch import Ahead, DeviceImages, cache_fits, free_device_memory, tensors_in
 from bench.schema import OptimConfig
 from bench.seeding import seed_everything
 from bench.trainer import Trainer, TrainingFailed
@@ -109,12 +109,6 @@ def test_close_is_idempotent_and_puts_the_thread_count_back():
     ahead.close()
     assert torch.get_num_threads() == before
     assert not prefetch_threads_alive()
-
-
-def test_the_overlap_is_on_by_default_only_where_a_core_is_free_for_it():
-    assert overlap_by_default(1, cores=2)
-    assert not overlap_by_default(2, cores=2)
-    assert overlap_by_default(2, cores=8)
 
 
 def test_tensors_in_finds_every_tensor_of_a_prepared_batch():
