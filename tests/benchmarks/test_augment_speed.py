@@ -14,6 +14,7 @@ from PIL import Image
 from torchvision import transforms
 
 from datasets.augment import IMAGENET_MEAN, IMAGENET_STD, blur_kernel_size, build_views
+from methods.registry import get_method
 
 BATCH, SIZE = 64, 64
 MIN_SPEEDUP = 3.0
@@ -49,7 +50,7 @@ def test_batched_simclr_view_beats_per_image_pil(benchmark) -> None:
         0, 256, (BATCH, 3, SIZE, SIZE), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
     )
     pil_images = [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images]
-    view, _ = build_views("simclr", SIZE)
+    view, _ = build_views(get_method("simclr").view_recipe, SIZE)
     generator = torch.Generator().manual_seed(0)
     reference = pil_pipeline()
     torch.manual_seed(0)  # torchvision's transforms draw from the global generator

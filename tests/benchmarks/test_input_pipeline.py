@@ -13,6 +13,7 @@ import torch
 
 from datasets.augment import build_views
 from methods.base import SSLBatch
+from methods.registry import get_method
 
 MIN_SPEEDUP = 3.0
 TRAIN_IMAGES = 1024  # the cpu preset's synthetic training set
@@ -31,7 +32,7 @@ class Pipeline:
 
     def __init__(self, images: np.ndarray, recipe: str, batch: int, image_size: int) -> None:
         self.images, self.batch = images, batch
-        self.views = build_views(recipe, image_size)
+        self.views = build_views(get_method(recipe).view_recipe, image_size)
         self.order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
         self.generator = torch.Generator().manual_seed(1)
         self.position = 0
