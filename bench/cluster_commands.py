@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cluster import check_address, check_request, import_ray
-from bench.commands import _state_dir, _sweep_summary, preset_tags, sweep_experiment
+from bench.commands import _state_dir, _sweep_summary, check_batches_split, preset_tags, sweep_experiment
 from bench.errors import BenchError
 from bench.resolve import resolve_tree, set_path
 from bench.schema import RunConfig
@@ -44,9 +44,7 @@ def run_on_cluster(args: argparse.Namespace) -> int:
     import_ray()
     check_address(args.ray)
     configs = [absolute_data_paths(c) for c in expand(ddp_tree(args))]
-    for config in configs:
-        if config.train.batch_size % args.nproc:
-            raise BenchError(f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}")
+    check_batches_split(configs, args.nproc)
     tracker = Tracker(args.tracking_uri or default_tracking_uri(), sweep_experiment(args), preset_tags(args))
     from bench.ray_sweep import run_on_ray
 

@@ -7,8 +7,9 @@ import signal
 import socket
 import sys
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import EXIT_USAGE, BenchError
 from bench.launch import launch, under_torchrun, without_option
@@ -18,6 +19,9 @@ from bench.resolve import apply_sets, resolve_tree, set_path
 from bench.tracking import Tracker, check_store, default_tracking_uri, local_store_dir
 from bench.ui import DEFAULT_ADDRESS, compare_lines, experiment_links, is_loopback, serve_ui
 from datasets import DataRequest, DatasetError, check_dataset, load_dataset
+
+if TYPE_CHECKING:
+    from bench.schema import RunConfig
 
 SUMMARY_METRICS = (
     "knn.test.accuracy",
@@ -68,11 +72,7 @@ def run(args: argparse.Namespace) -> int:
             if args.nproc > 1:
                 # Every bad input is refused here, once, before any process starts (exit 2, one line).
                 tree = resolve_tree(args.preset, args.config, args.overrides)
-                for config in expand(tree):
-                    if config.train.batch_size % args.nproc:
-                        raise BenchError(
-                            f"batch size {config.train.batch_size} does not split evenly over --nproc {args.nproc}"
-                        )
+                check_batches_split(expand(tree), args.nproc)
                 check_store(args.tracking_uri or default_tracking_uri())
                 argv = without_option(args.argv, "--nproc")
                 if "sync_batchnorm" not in (tree.get("train") or {}):
@@ -84,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
     except Terminated as stop:
         print(f"bench: stopped by {stop}; interrupted runs are KILLED and resume on a rerun", file=sys.stderr)
         return 128 + signal.Signals[str(stop)]  # as a shell reports a process the signal ended
+
+
+def check_batches_split(configs: Iterable[RunConfig], nproc: int) -> None:
+    """Each run's global batch must split evenly over the ``nproc`` processes (torchrun or Ray Train)."""
+    for config in configs:
+        if config.train.batch_size % nproc:
+            raise BenchError(f"batch size {config.train.batch_size} does not split evenly over --nproc {nproc}")
 
 
 def _run_sweep_on_rank_zero(args: argparse.Namespace, ctx: DistributedContext | None) -> int:
