@@ -84,7 +84,11 @@ class Ledger:
         return state
 
     def discard(self, config_hash: str) -> None:
-        self.checkpoint_path(config_hash).unlink(missing_ok=True)
+        """The configuration's checkpoint, and what writes of it a killed process left half done."""
+        path = self.checkpoint_path(config_hash)
+        path.unlink(missing_ok=True)
+        for partial in path.parent.glob(f".{path.name}.*.tmp"):  # save_atomic's temporary names
+            partial.unlink(missing_ok=True)
 
 
 def _set_aside(path: Path, exc: Exception) -> None:

@@ -23,7 +23,7 @@ import torch
 from bench.errors import BenchError
 from bench.ledger import Ledger
 from bench.process_group import COMMAND_LINE_TIMEOUT, end_followers, init_from_env
-from bench.ray_sweep import NODE_TAG, RETRIES, DriverLedger
+from bench.ray_sweep import NODE_TAG, RETRIES, Ddp, DriverLedger
 from bench.run import RunOutcome, execute, follow_rank_zero
 from bench.schema import RunConfig
 from bench.tracking import Tracker
@@ -32,20 +32,24 @@ TRAIN_FOLDER = "ray-train"  # under the state folder: Ray Train's own records of
 
 
 def train_together(
-    config: RunConfig, tracker: Tracker, ledger: Ledger, nproc: int, cpus: float, gpus: float
+    config: RunConfig, tracker: Tracker, ledger: Ledger, ddp: Ddp, started: tuple[Any, int] | None = None
 ) -> RunOutcome:
-    """Run ``config`` on ``nproc`` Ray Train workers; its outcome as rank 0 saw it. ``ledger`` must
-    live on storage every node reaches: the worker that resumes the run may be on another node."""
+    """Run ``config`` on ``ddp.nproc`` Ray Train workers; its outcome as rank 0 saw it. ``ledger`` must
+    live on storage every node reaches: the worker that resumes the run may be on another node.
+    ``started`` (the sweep's Progress actor, the run's index) is told when rank 0 begins."""
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    resources = {"CPU": ddp.cpus, **({"GPU": ddp.gpus} if ddp.gpus else {})}
+    settings = {"config": config, "tracker": tracker, "ledger": ledger, "threads": max(1, int(ddp.cpus))}
     trainer = TorchTrainer(
         _worker,
-        train_loop_config={"config": config, "tracker": tracker, "ledger": ledger, "threads": max(1, int(cpus))},
+        train_loop_config={**settings, "started": started},
         # Followers wait in a collective while rank 0 evaluates the run, far beyond torch's 30 minutes.
         torch_config=TorchConfig(timeout_s=int(COMMAND_LINE_TIMEOUT.total_seconds())),
-        scaling_config=ray.train.ScalingConfig(num_workers=nproc, use_gpu=gpus > 0, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=ddp.nproc, use_gpu=ddp.gpus > 0, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
             name=config.config_hash(),
             storage_path=str(Path(ledger.root, TRAIN_FOLDER).resolve()),
@@ -84,6 +88,9 @@ def _worker(settings: dict[str, Any]) -> RunOutcome | None:
         follow_rank_zero(ctx)
         return None
     node = ray.get_runtime_context().get_node_id()
+    if settings["started"] is not None:
+        progress, index = settings["started"]
+        progress.started.remote(index, node)
     tracker: Tracker = settings["tracker"]
     ledger = HeldLedger(settings["ledger"].root)
     outcome = execute(config, tracker, ledger, progress=False, extra_tags={NODE_TAG: node}, ctx=ctx)

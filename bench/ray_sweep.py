@@ -23,6 +23,7 @@ import torch
 
 from bench.cluster import check_fits, connect
 from bench.ledger import Ledger
+from bench.ray_progress import Progress
 from bench.run import RunOutcome, execute, run_name
 from bench.schema import RunConfig
 from bench.tracking import Tracker
@@ -51,19 +52,6 @@ class Ddp:
     gpus: float
 
 
-class Progress:
-    """A Ray actor (no CPU) that tasks tell when they start and where, for the driver's counts."""
-
-    def __init__(self) -> None:
-        self.running: dict[int, str] = {}
-
-    def started(self, index: int, node: str) -> None:
-        self.running[index] = node
-
-    def snapshot(self) -> dict[int, str]:
-        return dict(self.running)
-
-
 def run_task(
     index: int, config: RunConfig, tracker: Tracker, state_dir: str, threads: int, progress, ddp: Ddp | None = None
 ) -> RunOutcome:
@@ -72,12 +60,12 @@ def run_task(
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    progress.started.remote(index, node)
     ledger = DriverLedger(Path(state_dir))
-    if ddp is not None:
+    if ddp is not None:  # placed, but running only once its workers have their resources: they say so
         from bench.ray_ddp import train_together
 
-        return train_together(config, tracker, ledger, ddp.nproc, ddp.cpus, ddp.gpus)
+        return train_together(config, tracker, ledger, ddp, started=(progress, index))
+    progress.started.remote(index, node)
     torch.set_num_threads(threads)
     outcome = execute(config, tracker, ledger, progress=False, extra_tags={NODE_TAG: node})
     if outcome.run_id is not None and outcome.status != "SKIPPED":

@@ -6,6 +6,7 @@ kNN accuracy (test is never looked at), and trials are pruned on the same metric
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from methods import METHODS, get_method
 from methods.base import SSLMethod
 
 OBJECTIVE = "knn.val.accuracy"
+SCHEMA_ATTEMPTS = 5  # tries to open a study while other processes create the same empty database's schema
 
 
 def suggest(method: str, trial: optuna.Trial) -> dict[str, Any]:
@@ -61,7 +63,7 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
         storage_obj = storage
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
     sampler = optuna.samplers.TPESampler(seed=sampler_seed)
-    for _ in range(3):
+    for attempt in range(SCHEMA_ATTEMPTS):
         try:
             return optuna.create_study(
                 study_name=name,
@@ -71,11 +73,22 @@ def open_study(name: str, storage: str | None, default_dir: Path, sampler_seed: 
                 pruner=pruner,
                 sampler=sampler,
             )
-        except sqlalchemy.exc.IntegrityError:
-            continue  # two processes made the schema of an empty database at once: the loser finds it made
         except (ValueError, ImportError, sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as exc:
-            raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
+            if not _lost_schema_race(exc):
+                raise BenchError(f"cannot open Optuna storage {storage}: {exc}") from None
+            time.sleep(0.2 * (attempt + 1))  # let the winner finish the schema; the retry then finds it made
     raise BenchError(f"cannot open Optuna storage {storage}: other processes kept creating its schema")
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Two processes made the schema (or the study) of an empty database at once and this one lost: a
+    duplicate row (IntegrityError) or, on PostgreSQL, a table another process created between the check
+    and the CREATE (DuplicateTable, "relation ... already exists")."""
+    if isinstance(exc, sqlalchemy.exc.IntegrityError):
+        return True
+    return isinstance(exc, sqlalchemy.exc.ProgrammingError | sqlalchemy.exc.OperationalError) and (
+        "already exists" in str(exc)
+    )
 
 
 def check_request(method: str, trials: int) -> None:

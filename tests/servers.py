@@ -166,7 +166,7 @@ def ray_cluster(nodes: int = 2, env: dict[str, str] | None = None) -> Iterator[t
             kill_group(process, signal.SIGTERM)
         for process in processes:
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 kill_group(process)
         time.sleep(1.0)

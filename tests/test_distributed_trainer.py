@@ -76,7 +76,7 @@ def trainer_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if workers.returncode == 0 or "address already in use" not in log.lower():
             break
     assert workers.returncode == 0, f"torchrun workers failed (exit {workers.returncode}):\n{log[-4000:]}"
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD_SIZE)]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
     return {"references": references, "ranks": ranks}
 
 

@@ -80,7 +80,7 @@ def test_imagenet_reference_run_logs_the_weights_and_starts_from_them(weights_fi
     assert run.info.status == "FINISHED"
     assert run.data.params["model.weights"] == str(path) and run.data.params["model.weights_sha256"] == digest
     assert run.data.tags["weights"] == path.name and run.data.tags["weights_sha256"] == digest
-    saved = torch.load(client.download_artifacts(run.info.run_id, "model.pt", str(tmp_path)), weights_only=False)
+    saved = torch.load(client.download_artifacts(run.info.run_id, "model.pt", str(tmp_path)), weights_only=True)
     assert_backbone_holds(saved["model"], state)
 
 

@@ -157,6 +157,7 @@ def test_smoke_reproduce_on_the_real_isic2017_in_a_real_process(tmp_path, shared
     out = tmp_path / "out"
     argv = ["reproduce", "isic2017", "--scale", "smoke", "--data-root", str(root), "--cache-dir", str(tmp_path / "c")]
     argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--out", str(out), "--no-progress"]
+    argv += ["--workers", "2"]  # one torch thread each, as a user with two cores would run it
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv],
         capture_output=True,

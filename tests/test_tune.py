@@ -2,11 +2,13 @@
 
 import optuna
 import pytest
+import sqlalchemy.exc
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
+from bench.errors import BenchError
 from bench.resolve import build_run_config, deep_merge, load_preset
-from bench.tune import suggest
+from bench.tune import open_study, suggest
 from methods import METHODS, get_method
 
 
@@ -64,3 +66,46 @@ def test_tune_rejects_unknown_method_and_bad_storage(tmp_path, capsys):
     bad = ["tune", "--method", "simclr", "--preset", "smoke", "--storage", "nosuchdb://x", "--tracking-uri", uri]
     assert main(bad) == 2
     assert "cannot open Optuna storage" in capsys.readouterr().err
+
+
+def _duplicate_table() -> sqlalchemy.exc.ProgrammingError:
+    """What PostgreSQL tells the process that lost the race to create Optuna's tables (as seen in CI)."""
+    return sqlalchemy.exc.ProgrammingError(
+        "CREATE TABLE studies (...)", {}, Exception('relation "studies" already exists')
+    )
+
+
+def test_a_process_that_loses_the_schema_race_opens_the_study_the_winner_made(tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    real_create = optuna.create_study
+    calls = []
+
+    def lose_once(**kwargs):
+        calls.append(kwargs["study_name"])
+        if len(calls) == 1:  # the winner makes the schema and the study; the loser's CREATE is refused
+            real_create(**kwargs)
+            raise _duplicate_table()
+        return real_create(**kwargs)
+
+    monkeypatch.setattr(optuna, "create_study", lose_once)
+    study = open_study("shared", storage, tmp_path, sampler_seed=1)
+    assert calls == ["shared", "shared"]
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["shared"] and study.trials == []
+
+
+def test_a_schema_error_that_persists_or_is_not_a_race_is_one_clear_error(tmp_path, monkeypatch):
+    def always(error):
+        def create(**kwargs):
+            raise error
+
+        return create
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    monkeypatch.setattr("bench.tune.time.sleep", lambda seconds: None)
+    monkeypatch.setattr(optuna, "create_study", always(_duplicate_table()))
+    with pytest.raises(BenchError, match="other processes kept creating its schema"):
+        open_study("shared", storage, tmp_path)
+    refused = sqlalchemy.exc.ProgrammingError("CREATE TABLE studies", {}, Exception("permission denied for schema"))
+    monkeypatch.setattr(optuna, "create_study", always(refused))
+    with pytest.raises(BenchError, match="cannot open Optuna storage .*permission denied"):
+        open_study("shared", storage, tmp_path)
