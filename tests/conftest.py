@@ -20,3 +20,25 @@ def shared_data() -> Path:
     if not root.is_dir():
         pytest.skip(f"real data not found at {root}; set BENCH_SHARED_DATA to the shared data folder to run this test")
     return root
+
+
+# Modules whose tests start several training processes at once (torchrun, Ray nodes, `--workers`).
+# .ci/run runs the slow suite on two pytest-xdist workers (`-n 2 --dist loadgroup`): these share one
+# group, so they run one after another on one worker and never compete with each other for the cores.
+MULTIPROCESS_MODULES = frozenset(
+    {
+        "test_ray_ddp",
+        "test_ray_sweep",
+        "test_process_faults",
+        "test_distributed_trainer",
+        "test_workers",
+        "test_shared_sweep",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the group into each test's id
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in MULTIPROCESS_MODULES:
+            item.add_marker(pytest.mark.xdist_group("multiprocess"))
