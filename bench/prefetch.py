@@ -9,11 +9,11 @@ batch it belongs to; the thread is joined on every way out (end of epoch, an exc
 SIGTERM arriving as ``KeyboardInterrupt``), after at most the item it is making.
 
 On the CPU the thread runs its torch ops on one OpenMP thread of its own. The trainer turns it on by
-default at every thread count: on a quiet 2-core machine it hid the views' 2-4 % at two torch threads
-as well as at one (docs/performance.md, "End to end").
-On CUDA it
-enqueues its copies and kernels on a side stream; the training stream waits for an item's event
-before using it, and the item's tensors are recorded on the training stream for the caching allocator.
+default at every thread count: on a quiet 2-core machine it hides the views at one torch thread, and at
+two, where both cores train, it costs about what making them inline does (docs/performance.md, "End to
+end"). On CUDA it enqueues its copies and kernels on a side stream; the training stream waits for an
+item's event before using it, and the item's tensors are recorded on the training stream for the
+caching allocator.
 
 ``DeviceImages`` is how a batch's uint8 images reach the device: the whole decoded cache copied to the
 GPU once when it fits (then a batch is a gather on the device, with no host work and no transfer),

@@ -45,7 +45,7 @@ trainer):
     warm-up (first epoch minus a steady one).
 The breakdown prints each as a percentage of the bare step and what remains unaccounted for.
 
-Run: ``tox -e bench -- -m slow -k end_to_end`` (about an hour on 2 cores; ``-k "end_to_end and isic"``
+Run: ``tox -e bench -- -m slow -k end_to_end`` (over an hour on 2 cores; ``-k "end_to_end and isic"``
 for the real data alone). Skipped, saying why, when ISIC 2017 is absent (``$BENCH_SHARED_DATA``).
 """
 
