@@ -147,16 +147,21 @@ class Figures:
         return paired_ratio(self.steady_bare, getattr(self, f"steady_{kind}"))
 
     def steady_rounds(self) -> str:
-        return ", ".join(f"{b / e:.3f}" for b, e in zip(self.steady_bare, self.steady_default, strict=True))
+        return ", ".join(f"{r:.3f}" for r in round_ratios(self.steady_bare, self.steady_default))
 
     def ratio_cpu(self) -> float:
         """The same ratio in CPU time (``cpu_clock``), which load on the machine stretches far less."""
         return paired_ratio(self.cpu_bare, self.cpu_default)
 
 
+def round_ratios(numerators: list[float], denominators: list[float]) -> list[float]:
+    """Each round's ratio of its two sides, timed back to back."""
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
 def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
     """The median of the rounds' ratios (NaN when nothing was timed)."""
-    ratios = [n / d for n, d in zip(numerators, denominators, strict=True)]
+    ratios = round_ratios(numerators, denominators)
     return statistics.median(ratios) if ratios else float("nan")
 
 
@@ -362,13 +367,14 @@ def breakdown(figures: Figures) -> str:
     def pct(seconds: float) -> str:
         return f"{100 * seconds / bare:+.2f} %"
 
-    default = figures.per_batch("default")
-    steady = figures.per_batch("steady_default") - figures.per_batch("steady_bare")
+    # What the epochs add, from the paired figures themselves (so no line disagrees with them).
+    steady = bare * (1 / figures.steady_ratio() - 1)
+    whole = bare * (1 / figures.ratio() - 1)
     way = "with the overlap" if figures.overlap else "batches made inline"
     lines = [
         f"    steady batch (the figure): {pct(steady)}; what each epoch adds once (its first batch, its end): "
-        f"{pct(default - bare - steady)} per batch of a {BATCHES}-batch epoch",
-        f"    bare step {bare * 1e3:.0f} ms = 100 %; whole epoch ({way}) {pct(default - bare)}:",
+        f"{pct(whole - steady)} per batch of a {BATCHES}-batch epoch",
+        f"    bare step {bare * 1e3:.0f} ms = 100 %; whole epoch ({way}) {pct(whole)}:",
     ]
     c = figures.components
     if c:
@@ -376,9 +382,10 @@ def breakdown(figures: Figures) -> str:
         made = making / BATCHES if figures.overlap else making
         per_step = sum(c[k] for k in PER_STEP)
         epoch_end = sum(c[k] for k in EPOCH_END)
-        rest = default - bare - per_step - made - epoch_end
+        rest = whole - per_step - made - epoch_end
         which = f"first batch of each epoch / {BATCHES}" if figures.overlap else "every batch"
-        mechanics, alternative = figures.per_batch("mechanics"), figures.per_batch("alternative")
+        mechanics = figures.per_batch("mechanics")
+        alternative = bare * (1 / figures.ratio("alternative") - 1)
         other = "without the overlap" if figures.overlap else "with the overlap"
         lines += [
             *(f"      {k}: {pct(c[k])}" for k in PER_STEP),
@@ -388,8 +395,7 @@ def breakdown(figures: Figures) -> str:
             f"      unaccounted for: {pct(rest)}",
             f"    cross-check: the trainer on the bare step's tensors {pct(mechanics - bare)} "
             f"(its per-step work above: {pct(per_step)})",
-            f"    {other}: whole epoch {pct(alternative - bare)}, "
-            f"steady ratio {figures.steady_ratio('alternative'):.3f}",
+            f"    {other}: whole epoch {pct(alternative)}, steady ratio {figures.steady_ratio('alternative'):.3f}",
             f"    not in these epochs: {PROGRESS}: {pct(c[PROGRESS])}",
         ]
     lines.append(
@@ -489,7 +495,7 @@ def test_fgssl_epoch_vs_barlow_epoch(ratio_bench, cpu_preset, splits, dataset, t
         ratio,
         f"<= {MAX_FGSSL_VS_BARLOW}",
         f"end to end ({'overlap' if overlap else 'inline'}) {ms['fgssl']:.0f} vs {ms['barlow']:.0f} ms/batch, "
-        f"rounds {', '.join(f'{f / b:.2f}' for f, b in zip(epochs['fgssl'], epochs['barlow'], strict=True))}; "
+        f"rounds {', '.join(f'{r:.2f}' for r in round_ratios(epochs['fgssl'], epochs['barlow']))}; "
         f"bare steps {bare:.2f}x; busy cores before/after {busy_before:.1f}/{busy_after:.1f} (wall clock)",
         bare_ratio=bare,
         busy_cores_before=busy_before,
